@@ -1,0 +1,175 @@
+//! Builds everything from [`Settings`], binds the HTTP port, spawns the workers, and shuts down
+//! gracefully: the listener stops accepting, each worker finishes the item in hand.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tracing::{error, info};
+
+use crate::config::Settings;
+use crate::intake::Intake;
+use crate::intake::webhook::Verifier;
+use crate::mail::compose::Templates;
+use crate::mail::transport::Transport;
+use crate::orchestrator::Orchestrator;
+use crate::outbox::Outbox;
+use crate::store::Store;
+use crate::web::{self, AppState};
+
+/// The assembled bot, without a listener: enough for `ingest` and for tests.
+pub struct App {
+    pub settings: Settings,
+    pub store: Store,
+    pub intake: Arc<Intake>,
+    pub orchestrator: Arc<Orchestrator>,
+    pub outbox: Arc<Outbox>,
+    pub task_wake: Arc<Notify>,
+    pub outbox_wake: Arc<Notify>,
+}
+
+/// A unique name for this process's leases.
+fn owner_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>())
+}
+
+impl App {
+    /// Opens and migrates the database, loads templates, picks the transport.
+    pub async fn build(settings: Settings) -> Result<Self> {
+        let store = Store::connect(&settings.database_url).await?;
+        store.migrate().await?;
+        let templates = Templates::load(&settings.templates_dir)?;
+        let transport = Transport::from_settings(&settings)?;
+        let owner = owner_name();
+        let orchestrator = Orchestrator::new(store.clone(), templates, settings.from_address.clone(), owner.clone(), settings.lease);
+        let intake = Intake::new(store.clone(), settings.mime_limits, settings.from_address.clone(), orchestrator.default_workflow());
+        let outbox = Outbox::new(store.clone(), transport, owner, settings.lease);
+        Ok(Self {
+            settings,
+            store,
+            intake: Arc::new(intake),
+            orchestrator: Arc::new(orchestrator),
+            outbox: Arc::new(outbox),
+            task_wake: Arc::new(Notify::new()),
+            outbox_wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Runs tasks and due deliveries until none is left. Deliveries scheduled for a later retry
+    /// stay queued. Deterministic: used by `ingest` and by tests.
+    pub async fn drain(&self) -> Result<()> {
+        loop {
+            let ran = self.orchestrator.run_next().await?;
+            let delivered = self.outbox.deliver_next().await?;
+            if !ran && !delivered {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The running service: bound listener plus workers.
+pub struct Application {
+    app: App,
+    listener: TcpListener,
+}
+
+impl Application {
+    /// Builds the app and binds `SWARM_HTTP_ADDR` (port 0 picks a free port; see [`Self::port`]).
+    pub async fn build(settings: Settings) -> Result<Self> {
+        let addr = settings.http_addr;
+        let app = App::build(settings).await?;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        Ok(Self { app, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| self.app.settings.http_addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// Serves HTTP and runs the workers until `shutdown` resolves.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+        let Self { app, listener } = self;
+        let s = &app.settings;
+        let verifier = if s.webhook_secrets.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Verifier::new(&s.webhook_secrets, s.webhook_tolerance)?))
+        };
+        let state = AppState::new(
+            app.store.clone(),
+            app.intake.clone(),
+            verifier,
+            s.webhook_tolerance,
+            s.admin_token.clone(),
+            app.task_wake.clone(),
+            s.mime_limits.max_bytes,
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let poll = s.poll_interval;
+
+        let orchestrator = app.orchestrator.clone();
+        let outbox_wake = app.outbox_wake.clone();
+        let tasks = tokio::spawn(work_loop("task worker", app.task_wake.clone(), poll, stop_rx.clone(), move || {
+            let orchestrator = orchestrator.clone();
+            let outbox_wake = outbox_wake.clone();
+            async move {
+                let ran = orchestrator.run_next().await?;
+                if ran {
+                    outbox_wake.notify_one();
+                }
+                Ok(ran)
+            }
+        }));
+        let outbox = app.outbox.clone();
+        let deliveries = tokio::spawn(work_loop("outbox worker", app.outbox_wake.clone(), poll, stop_rx.clone(), move || {
+            let outbox = outbox.clone();
+            async move { outbox.deliver_next().await }
+        }));
+        let jobs = tokio::spawn(crate::scheduler::run(app.store.clone(), stop_rx));
+
+        info!(addr = %listener.local_addr()?, "serving");
+        let server = axum::serve(listener, web::router(state)).with_graceful_shutdown(shutdown);
+        let result = server.await.context("HTTP server");
+        info!("shutting down: finishing work in hand");
+        let _ = stop_tx.send(true);
+        for handle in [tasks, deliveries, jobs] {
+            let _ = handle.await;
+        }
+        result
+    }
+}
+
+/// Calls `step` while it finds work; otherwise waits for a wake-up, the poll interval, or stop.
+async fn work_loop<F, Fut>(name: &'static str, wake: Arc<Notify>, poll: Duration, mut stop: watch::Receiver<bool>, step: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let pause = match step().await {
+            Ok(true) => continue,
+            Ok(false) => poll,
+            Err(e) => {
+                error!(worker = name, error = %format!("{e:#}"), "worker step failed");
+                poll
+            }
+        };
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

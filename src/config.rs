@@ -1,0 +1,161 @@
+//! Typed settings, read once at start from the environment (and a `.env` file when present).
+//! No other module reads the environment. Secrets are `SecretString`, redacted in `Debug`.
+//! Every setting has a default; `.env.example` lists them all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use secrecy::SecretString;
+
+use crate::domain::EmailAddress;
+
+/// Limits applied to untrusted inbound mail before and while parsing.
+#[derive(Debug, Clone, Copy)]
+pub struct MimeLimits {
+    /// Largest raw message accepted, in bytes.
+    pub max_bytes: usize,
+    /// Deepest nesting of multiparts and enclosed messages.
+    pub max_depth: usize,
+    /// Most MIME parts in one message, counting nested ones.
+    pub max_parts: usize,
+}
+
+impl Default for MimeLimits {
+    fn default() -> Self {
+        Self { max_bytes: 25 * 1024 * 1024, max_depth: 20, max_parts: 2_000 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `sqlite://path` (default `sqlite://data/swarm.db`).
+    pub database_url: String,
+    pub http_addr: SocketAddr,
+    /// Folder that receives replies as `.eml` files when no SMTP relay is set.
+    pub outbox_dir: PathBuf,
+    /// `smtp://host:port` for plain SMTP delivery; unset means `.eml` files.
+    pub smtp_url: Option<SecretString>,
+    /// Our address: the From of replies; its domain names our Message-IDs.
+    pub from_address: EmailAddress,
+    /// Reply templates; embedded copies are used for any file missing here.
+    pub templates_dir: PathBuf,
+    /// Standard Webhooks secrets (`whsec_<base64>`), several for rotation. Empty disables /inbound/raw.
+    pub webhook_secrets: Vec<SecretString>,
+    /// Accepted clock skew for signed webhooks.
+    pub webhook_tolerance: Duration,
+    /// Bearer token for pages showing mail content and for /audit.csv.
+    pub admin_token: Option<SecretString>,
+    pub mime_limits: MimeLimits,
+    /// How long a worker owns a claimed task or delivery before another may take it.
+    pub lease: Duration,
+    /// How often idle workers look for work they were not told about.
+    pub poll_interval: Duration,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl Settings {
+    /// Reads `.env` (if any) and the process environment.
+    ///
+    /// Errors name the variable and what was wrong with it.
+    pub fn from_env() -> Result<Self> {
+        // A missing .env is the normal case; a malformed one is a mistake worth reporting.
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(e).context("reading .env"),
+        }
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Builds settings from any key lookup; tests pass a map instead of the environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |key: &str| get(key).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let text = |key: &str, default: &str| get(key).unwrap_or_else(|| default.to_owned());
+        let number = |key: &str, default: u64| -> Result<u64> {
+            match get(key) {
+                None => Ok(default),
+                Some(v) => v.parse().with_context(|| format!("{key}={v:?} is not a whole number")),
+            }
+        };
+
+        let http_addr = text("SWARM_HTTP_ADDR", "127.0.0.1:8080");
+        let http_addr = http_addr
+            .parse()
+            .with_context(|| format!("SWARM_HTTP_ADDR={http_addr:?} is not host:port"))?;
+        let from = text("SWARM_FROM_ADDRESS", "swarm@localhost");
+        let from_address = EmailAddress::parse(&from).context("SWARM_FROM_ADDRESS")?;
+        let webhook_secrets = get("SWARM_WEBHOOK_SECRETS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| SecretString::from(s.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let log_format = text("SWARM_LOG_FORMAT", "text");
+        if log_format != "text" && log_format != "json" {
+            bail!("SWARM_LOG_FORMAT={log_format:?} must be text or json");
+        }
+        let defaults = MimeLimits::default();
+
+        Ok(Self {
+            database_url: text("DATABASE_URL", "sqlite://data/swarm.db"),
+            http_addr,
+            outbox_dir: text("SWARM_OUTBOX_DIR", "outbox").into(),
+            smtp_url: get("SMTP_URL").map(SecretString::from),
+            from_address,
+            templates_dir: text("SWARM_TEMPLATES_DIR", "templates").into(),
+            webhook_secrets,
+            webhook_tolerance: Duration::from_secs(number("SWARM_WEBHOOK_TOLERANCE_SECS", 300)?),
+            admin_token: get("SWARM_ADMIN_TOKEN").map(SecretString::from),
+            mime_limits: MimeLimits {
+                max_bytes: number("SWARM_MAX_MESSAGE_BYTES", defaults.max_bytes as u64)? as usize,
+                max_depth: number("SWARM_MAX_MIME_DEPTH", defaults.max_depth as u64)? as usize,
+                max_parts: number("SWARM_MAX_MIME_PARTS", defaults.max_parts as u64)? as usize,
+            },
+            lease: Duration::from_secs(number("SWARM_LEASE_SECS", 300)?),
+            poll_interval: Duration::from_millis(number("SWARM_POLL_INTERVAL_MS", 1000)?),
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let s = settings(&[]).expect("defaults");
+        assert_eq!(s.database_url, "sqlite://data/swarm.db");
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.from_address.as_str(), "swarm@localhost");
+        assert!(s.smtp_url.is_none() && s.webhook_secrets.is_empty());
+        assert_eq!(s.mime_limits.max_parts, 2_000);
+    }
+
+    #[test]
+    fn webhook_secrets_are_split_on_commas() {
+        let s = settings(&[("SWARM_WEBHOOK_SECRETS", "whsec_a, whsec_b,")]).expect("valid");
+        assert_eq!(s.webhook_secrets.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = settings(&[("SWARM_LEASE_SECS", "soon")]).expect_err("invalid");
+        assert!(format!("{err:#}").contains("SWARM_LEASE_SECS"));
+        let err = settings(&[("SWARM_FROM_ADDRESS", "nobody")]).expect_err("invalid");
+        assert!(format!("{err:#}").contains("SWARM_FROM_ADDRESS"));
+    }
+}

@@ -1,0 +1,246 @@
+//! Newtypes and enums shared by every module. Each newtype has one fallible constructor, so a value
+//! that exists is a valid one ("parse, don't validate"). No I/O here.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// An addr-spec (`local@domain`, RFC 5322 §3.4.1), lower-cased domain, no display name.
+///
+/// Accepts what real mail carries, rejects what would break a header or an SMTP envelope:
+/// empty parts, whitespace, control characters, `<>()[],;:"\` outside a quoted local part, or
+/// more than 254 bytes (RFC 5321 §4.5.3.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EmailAddress(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid email address {0:?}")]
+pub struct InvalidEmailAddress(pub String);
+
+impl EmailAddress {
+    pub fn parse(input: &str) -> Result<Self, InvalidEmailAddress> {
+        let s = input.trim();
+        let bad = || InvalidEmailAddress(input.chars().take(80).collect());
+        if s.len() > 254 {
+            return Err(bad());
+        }
+        let (local, domain) = s.rsplit_once('@').ok_or_else(bad)?;
+        if local.is_empty() || local.len() > 64 || domain.is_empty() {
+            return Err(bad());
+        }
+        let quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
+        let local_ok = local.chars().all(|c| {
+            !c.is_control() && (quoted || !(c.is_whitespace() || "<>()[],;:\\\"@".contains(c)))
+        });
+        let domain_ok = domain
+            .split('.')
+            .all(|label| !label.is_empty() && label.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_'))
+            || (domain.starts_with('[') && domain.ends_with(']') && !domain.contains(char::is_whitespace));
+        if !local_ok || !domain_ok {
+            return Err(bad());
+        }
+        Ok(Self(format!("{local}@{}", domain.to_ascii_lowercase())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part after `@`, lower case.
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map_or("", |(_, d)| d)
+    }
+}
+
+impl TryFrom<String> for EmailAddress {
+    type Error = InvalidEmailAddress;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<EmailAddress> for String {
+    fn from(a: EmailAddress) -> Self {
+        a.0
+    }
+}
+
+impl fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A msg-id (RFC 5322 §3.6.4) stored without its angle brackets: `id-left@id-right`.
+///
+/// `parse` accepts the bracketed or bare form. Rejected: no `@`, empty sides, whitespace, control
+/// characters, `<>` inside, or more than 250 bytes. Such ids are dropped from our threading headers
+/// rather than copied into them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MessageId(String);
+
+impl MessageId {
+    pub fn parse(input: &str) -> Option<Self> {
+        let s = input.trim();
+        let s = s.strip_prefix('<').unwrap_or(s);
+        let s = s.strip_suffix('>').unwrap_or(s);
+        if s.is_empty() || s.len() > 250 {
+            return None;
+        }
+        let (left, right) = s.rsplit_once('@')?;
+        let clean = |part: &str| {
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+        };
+        (clean(left) && clean(right)).then(|| Self(s.to_owned()))
+    }
+
+    /// Builds a new id for mail we send: `<unique>@<domain>`.
+    pub fn generate(domain: &str) -> Self {
+        let random: u128 = rand::random();
+        let domain = if domain.is_empty() { "localhost" } else { domain };
+        Self(format!("swarm.{:032x}@{domain}", random))
+    }
+
+    /// The bare id, without angle brackets.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The header form, `<id-left@id-right>`.
+    pub fn bracketed(&self) -> String {
+        format!("<{}>", self.0)
+    }
+
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map_or("", |(_, d)| d)
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{}>", self.0)
+    }
+}
+
+/// Database id of a task; shown to users as `#<id>` in reply subjects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(pub i64);
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Database id of a stored inbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageRowId(pub i64);
+
+impl fmt::Display for MessageRowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Life cycle of a task: `queued` → `running` (leased by a worker) → `done` | `failed`.
+    TaskStatus { Queued => "queued", Running => "running", Done => "done", Failed => "failed" }
+);
+
+text_enum!(
+    /// What became of an inbound message once stored.
+    MessageStatus { Accepted => "accepted", Ignored => "ignored", Quarantined => "quarantined" }
+);
+
+text_enum!(
+    /// Life cycle of an outbox delivery.
+    DeliveryStatus { Pending => "pending", Sending => "sending", Delivered => "delivered", Failed => "failed" }
+);
+
+text_enum!(
+    /// Outcome of a workflow step.
+    StepStatus { Running => "running", Ok => "ok", Failed => "failed" }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_address_keeps_local_part_and_lowercases_domain() {
+        let a = EmailAddress::parse(" Jane.Doe+tag@Example.COM ").expect("valid");
+        assert_eq!(a.as_str(), "Jane.Doe+tag@example.com");
+        assert_eq!(a.domain(), "example.com");
+    }
+
+    #[test]
+    fn email_address_rejects_header_breaking_input() {
+        for bad in ["", "no-at", "@x.org", "a@", "a b@x.org", "a@x.org\r\nBcc: e@vil", "a@x..org", "<a@x.org>"] {
+            assert!(EmailAddress::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn message_id_accepts_bracketed_and_bare_forms() {
+        let id = MessageId::parse("<abc.123@mail.example.com>").expect("valid");
+        assert_eq!(id.as_str(), "abc.123@mail.example.com");
+        assert_eq!(id.bracketed(), "<abc.123@mail.example.com>");
+        assert_eq!(MessageId::parse("abc@x").expect("valid").as_str(), "abc@x");
+    }
+
+    #[test]
+    fn message_id_rejects_invalid_ids() {
+        for bad in ["", "<>", "no-at-sign", "<a b@x>", "<a@>", "<@x>", "<a@x>\r\nBcc: y", "<a<b@x>"] {
+            assert!(MessageId::parse(bad).is_none(), "{bad:?} accepted");
+        }
+        assert!(MessageId::parse(&format!("<{}@x>", "a".repeat(300))).is_none());
+    }
+
+    #[test]
+    fn generated_message_ids_are_unique_and_valid() {
+        let a = MessageId::generate("example.org");
+        let b = MessageId::generate("example.org");
+        assert_ne!(a, b);
+        assert_eq!(MessageId::parse(&a.bracketed()), Some(a.clone()));
+        assert_eq!(a.domain(), "example.org");
+    }
+
+    #[test]
+    fn status_enums_round_trip_through_text() {
+        for s in TaskStatus::ALL {
+            assert_eq!(TaskStatus::parse(s.as_str()), Some(*s));
+        }
+        assert_eq!(MessageStatus::parse("nope"), None);
+    }
+}

@@ -1,0 +1,126 @@
+//! Intake: every way mail gets in (CLI files, the signed `/inbound/raw` webhook; IMAP and
+//! provider webhooks later) ends in one [`Intake::accept`]. It stores the raw bytes, dedupes,
+//! and decides the message's fate (task, ignored, quarantined) in one transaction, before the
+//! caller acknowledges anything (invariant 1).
+
+pub mod webhook;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tracing::{info, instrument};
+
+use crate::config::MimeLimits;
+use crate::domain::{EmailAddress, MessageRowId, TaskId};
+use crate::mail::{guard, parse};
+use crate::store::{Disposition, NewMessage, NewTask, Nonce, Store, Stored};
+
+/// Where a message came from.
+#[derive(Debug, Clone)]
+pub struct Source<'a> {
+    /// `cli`, `webhook:raw`, ...
+    pub name: &'a str,
+    /// The source's own key: file path, webhook-id.
+    pub key: Option<&'a str>,
+    /// A replay key that must not have been seen before (signed webhooks).
+    pub nonce: Option<(&'a str, Duration)>,
+}
+
+/// What became of one inbound message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Task { message: MessageRowId, task: TaskId },
+    /// Already received; `task` is the first copy's task, if it made one.
+    Duplicate { message: MessageRowId, task: Option<TaskId> },
+    Ignored { message: MessageRowId, reason: String },
+    Quarantined { message: MessageRowId, reason: String },
+    /// The nonce was seen before; nothing stored.
+    Replayed,
+}
+
+impl Outcome {
+    /// The one word the CLI prints.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Self::Task { .. } => "task",
+            Self::Duplicate { .. } => "duplicate",
+            Self::Ignored { .. } => "ignored",
+            Self::Quarantined { .. } => "quarantined",
+            Self::Replayed => "replayed",
+        }
+    }
+}
+
+pub struct Intake {
+    store: Store,
+    limits: MimeLimits,
+    own_address: EmailAddress,
+    workflow: &'static str,
+}
+
+impl Intake {
+    pub fn new(store: Store, limits: MimeLimits, own_address: EmailAddress, workflow: &'static str) -> Self {
+        Self { store, limits, own_address, workflow }
+    }
+
+    /// Stores `raw` and makes it a task, or records why not. Returns only after the commit.
+    ///
+    /// Errors are storage failures only; bad mail is an outcome (quarantined), not an error.
+    #[instrument(skip_all, fields(source = source.name, size = raw.len()))]
+    pub async fn accept(&self, source: &Source<'_>, raw: &[u8]) -> Result<Outcome> {
+        let sha256 = hex::encode(Sha256::digest(raw));
+        let parsed = parse(raw, &self.limits);
+        let (message_id, sender, subject) = match &parsed {
+            Ok(p) => (p.email.message_id.clone(), p.email.from.as_ref().map(|f| f.address.clone()), Some(p.email.subject.clone())),
+            Err(_) => (None, None, None),
+        };
+        let dedupe_key = match &message_id {
+            Some(id) => format!("mid:{id}"),
+            None => format!("sha256:{sha256}"),
+        };
+        let disposition = match &parsed {
+            Err(e) => Disposition::Quarantined(e.to_string()),
+            Ok(p) => match guard::check(p, &self.own_address) {
+                Err(reason) => Disposition::Ignored(reason),
+                Ok(reply_to) => Disposition::Task(NewTask {
+                    sender: sender.clone().unwrap_or_default(),
+                    reply_to: reply_to.into(),
+                    subject: p.email.subject.clone(),
+                    workflow: self.workflow.to_owned(),
+                    input: serde_json::to_string(&p.email)?,
+                }),
+            },
+        };
+        let nonce = source.nonce.map(|(nonce, keep_for)| Nonce { source: source.name, nonce, keep_for });
+        let stored = self
+            .store
+            .accept_message(
+                &format!("intake:{}", source.name),
+                NewMessage {
+                    source: source.name,
+                    source_key: source.key,
+                    dedupe_key: &dedupe_key,
+                    message_id: message_id.as_deref(),
+                    sha256: &sha256,
+                    raw,
+                    sender: sender.as_deref(),
+                    subject: subject.as_deref(),
+                },
+                disposition,
+                nonce,
+            )
+            .await?;
+        let outcome = match stored {
+            Stored::Task { message, task } => Outcome::Task { message, task },
+            Stored::Duplicate { message, task } => Outcome::Duplicate { message, task },
+            Stored::Ignored { message, reason } => Outcome::Ignored { message, reason },
+            Stored::Quarantined { message, reason } => Outcome::Quarantined { message, reason },
+            Stored::Replayed => Outcome::Replayed,
+        };
+        info!(outcome = outcome.word(), "message accepted");
+        Ok(outcome)
+    }
+}

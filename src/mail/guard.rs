@@ -1,0 +1,99 @@
+//! The guard: decides, before any task exists, whether a message may be answered at all.
+//! No reply to automated mail (RFC 3834 §2, §5), to bounces and reports (RFC 3464, RFC 6522),
+//! to list or bulk mail, or to ourselves (loops). A refused message is stored as `ignored` with the
+//! rule that matched.
+
+use crate::domain::EmailAddress;
+use crate::mail::ParsedMail;
+
+/// Local parts that only machines send from.
+const AUTOMATED_SENDERS: &[&str] = &[
+    "mailer-daemon", "postmaster", "no-reply", "noreply", "do-not-reply", "donotreply", "bounce",
+    "bounces",
+];
+
+/// `Ok(reply_to)` when the message may become a task, `Err(reason)` naming the rule otherwise.
+/// `reply_to` is the Reply-To address when present, else From (RFC 5322 §3.6.2).
+pub fn check(mail: &ParsedMail, own: &EmailAddress) -> Result<EmailAddress, String> {
+    let s = &mail.signals;
+    let e = &mail.email;
+    if let Some(v) = s.auto_submitted.as_deref().filter(|v| !v.starts_with("no")) {
+        return Err(format!("automated mail: Auto-Submitted: {v} (RFC 3834)"));
+    }
+    if let Some(kind) = &s.report_type {
+        return Err(format!("report or bounce: multipart/report; report-type={kind} (RFC 6522)"));
+    }
+    if s.null_return_path {
+        return Err("bounce or notification: null Return-Path <> (RFC 5321 §4.5.5)".into());
+    }
+    if s.x_autoreply {
+        return Err("automated mail: X-Autoreply/X-Autorespond header".into());
+    }
+    if let Some(p) = s.precedence.as_deref().filter(|p| ["bulk", "junk", "list"].contains(p)) {
+        return Err(format!("bulk mail: Precedence: {p}"));
+    }
+    if s.list_id {
+        return Err("mailing-list mail: List-Id header".into());
+    }
+    let Some(from) = &e.from else {
+        return Err("no valid sender address in From".into());
+    };
+    let from = EmailAddress::parse(&from.address).map_err(|e| e.to_string())?;
+    let local = from.as_str().rsplit_once('@').map_or("", |(l, _)| l).to_ascii_lowercase();
+    if AUTOMATED_SENDERS.contains(&local.as_str()) {
+        return Err(format!("automated sender {from}"));
+    }
+    if from == *own || e.reply_to.as_deref() == Some(own.as_str()) {
+        return Err(format!("mail loop: sent from our own address {own}"));
+    }
+    if e.message_id.as_deref().is_some_and(|id| id.starts_with("swarm.") && id.ends_with(&format!("@{}", own.domain()))) {
+        return Err("mail loop: carries a Message-ID we generated".into());
+    }
+    match &e.reply_to {
+        Some(r) => EmailAddress::parse(r).map_err(|e| e.to_string()),
+        None => Ok(from),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MimeLimits;
+    use crate::mail::parse;
+
+    fn verdict(raw: &str) -> Result<EmailAddress, String> {
+        let own = EmailAddress::parse("swarm@bot.example").expect("valid");
+        check(&parse(raw.as_bytes(), &MimeLimits::default()).expect("parses"), &own)
+    }
+
+    #[test]
+    fn ordinary_mail_is_answered_at_its_reply_to() {
+        let to = verdict("From: Ann <ann@x.org>\r\nReply-To: team@x.org\r\nSubject: hi\r\n\r\nhello").expect("ok");
+        assert_eq!(to.as_str(), "team@x.org");
+        let to = verdict("From: Ann <ann@x.org>\r\nSubject: hi\r\n\r\nhello").expect("ok");
+        assert_eq!(to.as_str(), "ann@x.org");
+    }
+
+    #[test]
+    fn auto_submitted_no_is_ordinary_mail() {
+        assert!(verdict("From: ann@x.org\r\nAuto-Submitted: no\r\n\r\nhello").is_ok());
+    }
+
+    #[test]
+    fn automated_mail_is_refused_with_the_rule() {
+        for (raw, rule) in [
+            ("From: ann@x.org\r\nAuto-Submitted: auto-replied\r\n\r\nout of office", "Auto-Submitted"),
+            ("From: ann@x.org\r\nReturn-Path: <>\r\n\r\nx", "Return-Path"),
+            ("From: MAILER-DAEMON@x.org\r\n\r\nx", "automated sender"),
+            ("From: ann@x.org\r\nPrecedence: bulk\r\n\r\nx", "Precedence"),
+            ("From: ann@x.org\r\nList-Id: <l.x.org>\r\n\r\nx", "List-Id"),
+            ("From: ann@x.org\r\nX-Autoreply: yes\r\n\r\nx", "X-Autoreply"),
+            ("From: swarm@bot.example\r\n\r\nx", "loop"),
+            ("From: ann@x.org\r\nMessage-ID: <swarm.00ff@bot.example>\r\n\r\nx", "loop"),
+            ("Subject: no from\r\n\r\nx", "no valid sender"),
+        ] {
+            let reason = verdict(raw).expect_err(raw);
+            assert!(reason.contains(rule), "{raw:?}: {reason}");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Mail in and out: parsing untrusted MIME into an [`InboundEmail`], the guard that keeps us from
+//! answering automated mail, quote stripping, composing threaded replies, and the transports
+//! that carry them. Never trusts a header it did not check.
+
+pub mod compose;
+pub mod guard;
+pub mod parse;
+pub mod quote;
+pub mod transport;
+
+pub use parse::{Attachment, InboundEmail, Mailbox, ParseError, ParsedMail, parse};

@@ -1,0 +1,357 @@
+//! Untrusted raw RFC 5322 / MIME bytes → [`InboundEmail`], the one shape the rest of the
+//! pipeline sees, whatever the source.
+//!
+//! Limits (invariant 6): the byte size is checked before parsing. mail-parser walks multipart
+//! nesting iteratively and stops decoding enclosed encoded messages at depth 3, so its time and
+//! memory grow linearly with the (capped) input; MIME depth and part count are checked right after,
+//! before anything else touches the message. Charsets are decoded by mail-parser (RFC 2047, 2231).
+
+use std::borrow::Cow;
+
+use mail_parser::{Address, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use serde::{Deserialize, Serialize};
+
+use crate::config::MimeLimits;
+use crate::domain::{EmailAddress, MessageId};
+use crate::mail::quote;
+
+/// Bytes of a text attachment kept for the agents.
+const ATTACHMENT_TEXT_BYTES: usize = 64 * 1024;
+
+/// A parsed inbound message, as stored with its task (JSON) and given to agents.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InboundEmail {
+    /// Bare Message-ID when the header holds a valid one.
+    pub message_id: Option<String>,
+    pub from: Option<Mailbox>,
+    /// First valid Reply-To address, if any.
+    pub reply_to: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    /// Decoded, on one line (CR, LF and tabs turned into spaces).
+    pub subject: String,
+    /// The Date header as RFC 3339, when it parses.
+    pub date: Option<String>,
+    /// Valid Message-IDs only, bare.
+    pub in_reply_to: Vec<String>,
+    pub references: Vec<String>,
+    /// The whole text body; HTML converted to text when the message has no text part.
+    pub body_text: String,
+    /// The new text of a reply: `body_text` without quoted history or signature.
+    pub new_text: String,
+    /// True when `body_text` was converted from HTML.
+    pub from_html: bool,
+    pub attachments: Vec<Attachment>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Mailbox {
+    pub name: Option<String>,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attachment {
+    pub name: Option<String>,
+    /// `type/subtype`, lower case.
+    pub content_type: String,
+    /// Decoded size in bytes.
+    pub size_bytes: usize,
+    /// Start of the decoded text for text attachments (at most 64 KiB), for summaries.
+    pub text: Option<String>,
+}
+
+/// Header facts the guard looks at; not stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Signals {
+    /// `Auto-Submitted` value, lower case (RFC 3834 §5).
+    pub auto_submitted: Option<String>,
+    /// `Return-Path: <>` (a bounce or other notification, RFC 5321 §4.5.5).
+    pub null_return_path: bool,
+    /// `multipart/report` `report-type` (RFC 6522), lower case.
+    pub report_type: Option<String>,
+    pub precedence: Option<String>,
+    pub x_autoreply: bool,
+    pub list_id: bool,
+}
+
+#[derive(Debug)]
+pub struct ParsedMail {
+    pub email: InboundEmail,
+    pub signals: Signals,
+}
+
+/// Why a message cannot be parsed; becomes the quarantine reason.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("message is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("message is empty")]
+    Empty,
+    #[error("unparseable: no RFC 5322 header section found")]
+    NoHeaders,
+    #[error("MIME nesting deeper than {limit} levels")]
+    TooDeep { limit: usize },
+    #[error("more than {limit} MIME parts ({parts})")]
+    TooManyParts { parts: usize, limit: usize },
+}
+
+/// Parses raw bytes under `limits`.
+pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<ParsedMail, ParseError> {
+    if raw.len() > limits.max_bytes {
+        return Err(ParseError::TooLarge { size: raw.len(), limit: limits.max_bytes });
+    }
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(ParseError::Empty);
+    }
+    let message = MessageParser::default().parse(raw).ok_or(ParseError::NoHeaders)?;
+    if message.headers().is_empty() {
+        return Err(ParseError::NoHeaders);
+    }
+    check_shape(&message, limits)?;
+    Ok(ParsedMail { email: to_inbound(&message), signals: signals(&message) })
+}
+
+/// Counts parts (nested messages included) and measures nesting depth, stopping as soon as a
+/// limit is passed, so the walk itself is bounded.
+fn check_shape(message: &Message<'_>, limits: &MimeLimits) -> Result<(), ParseError> {
+    fn walk(
+        message: &Message<'_>,
+        part: u32,
+        depth: usize,
+        parts: &mut usize,
+        limits: &MimeLimits,
+    ) -> Result<(), ParseError> {
+        if depth > limits.max_depth {
+            return Err(ParseError::TooDeep { limit: limits.max_depth });
+        }
+        *parts += 1;
+        if *parts > limits.max_parts {
+            return Err(ParseError::TooManyParts { parts: *parts, limit: limits.max_parts });
+        }
+        match message.part(part).map(|p| &p.body) {
+            Some(PartType::Multipart(children)) => {
+                for &child in children {
+                    walk(message, child, depth + 1, parts, limits)?;
+                }
+            }
+            Some(PartType::Message(inner)) => walk(inner, 0, depth + 1, parts, limits)?,
+            _ => {}
+        }
+        Ok(())
+    }
+    if message.parts.len() > limits.max_parts {
+        return Err(ParseError::TooManyParts { parts: message.parts.len(), limit: limits.max_parts });
+    }
+    let mut parts = 0;
+    walk(message, 0, 1, &mut parts, limits)
+}
+
+/// Turns a decoded header text into one safe line: CR, LF and other controls become spaces.
+pub fn one_line(s: &str) -> String {
+    let spaced: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    spaced.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn addresses(value: Option<&Address<'_>>) -> Vec<String> {
+    value
+        .map(|a| a.iter().filter_map(|addr| addr.address()).filter_map(|s| EmailAddress::parse(s).ok()))
+        .into_iter()
+        .flatten()
+        .map(String::from)
+        .collect()
+}
+
+fn message_ids(value: &HeaderValue<'_>) -> Vec<String> {
+    let ids: Vec<&str> = match value {
+        HeaderValue::Text(t) => vec![t.as_ref()],
+        HeaderValue::TextList(list) => list.iter().map(|t| t.as_ref()).collect(),
+        _ => Vec::new(),
+    };
+    ids.into_iter().filter_map(MessageId::parse).map(|id| id.as_str().to_owned()).collect()
+}
+
+fn to_inbound(m: &Message<'_>) -> InboundEmail {
+    let from = m.from().and_then(|a| a.first()).and_then(|addr| {
+        let address = EmailAddress::parse(addr.address()?).ok()?;
+        Some(Mailbox {
+            name: addr.name().map(one_line).filter(|n| !n.is_empty()),
+            address: address.into(),
+        })
+    });
+    let (body_text, from_html) = body_text(m);
+    let new_text = quote::new_text(&body_text);
+    InboundEmail {
+        message_id: m.message_id().and_then(MessageId::parse).map(|id| id.as_str().to_owned()),
+        from,
+        reply_to: addresses(m.reply_to()).into_iter().next(),
+        to: addresses(m.to()),
+        cc: addresses(m.cc()),
+        subject: m.subject().map(one_line).unwrap_or_default(),
+        date: m.date().filter(|d| d.is_valid()).map(|d| d.to_rfc3339()),
+        in_reply_to: message_ids(m.in_reply_to()),
+        references: message_ids(m.references()),
+        body_text,
+        new_text,
+        from_html,
+        attachments: m.attachments().map(attachment).collect(),
+    }
+}
+
+/// The text bodies joined; when there are none, the HTML bodies converted to text.
+fn body_text(m: &Message<'_>) -> (String, bool) {
+    let texts: Vec<Cow<'_, str>> = (0..m.text_body_count())
+        .filter(|&i| m.text_part(i as u32).is_some_and(|p| !p.is_text_html()))
+        .filter_map(|i| m.body_text(i))
+        .collect();
+    if !texts.is_empty() {
+        return (normalize_newlines(&texts.join("\n")), false);
+    }
+    let htmls: Vec<String> = (0..m.html_body_count()).filter_map(|i| m.body_html(i)).map(|h| html_to_text(&h)).collect();
+    (normalize_newlines(&htmls.join("\n")), !htmls.is_empty())
+}
+
+/// HTML → plain text with html2text; blockquotes come out as `> ` lines, so quote stripping
+/// works on HTML-only replies too.
+pub fn html_to_text(html: &str) -> String {
+    html2text::config::plain()
+        .string_from_read(html.as_bytes(), 10_000)
+        .unwrap_or_else(|_| html.to_owned())
+}
+
+fn normalize_newlines(s: &str) -> String {
+    s.replace("\r\n", "\n").replace('\r', "\n").replace('\u{0}', "")
+}
+
+fn attachment(part: &MessagePart<'_>) -> Attachment {
+    let content_type = part
+        .content_type()
+        .map(|ct| match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub),
+            None => ct.ctype().to_owned(),
+        })
+        .unwrap_or_else(|| "application/octet-stream".into())
+        .to_ascii_lowercase();
+    let text = match &part.body {
+        PartType::Text(t) => Some(truncate(t, ATTACHMENT_TEXT_BYTES)),
+        PartType::Html(h) => Some(truncate(&html_to_text(h), ATTACHMENT_TEXT_BYTES)),
+        _ => None,
+    };
+    Attachment {
+        name: part.attachment_name().map(one_line),
+        content_type,
+        size_bytes: part.len(),
+        text: text.map(|t| normalize_newlines(&t)),
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+fn signals(m: &Message<'_>) -> Signals {
+    let raw = |name: &str| m.header_raw(name).map(|v| one_line(v).to_ascii_lowercase());
+    let report_type = m
+        .content_type()
+        .filter(|ct| ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report")))
+        .map(|ct| ct.attribute("report-type").unwrap_or("").to_ascii_lowercase());
+    let return_path = raw("Return-Path");
+    Signals {
+        auto_submitted: raw("Auto-Submitted"),
+        null_return_path: return_path.is_some_and(|r| r.trim_matches(|c| c == '<' || c == '>' || c == ' ').is_empty()),
+        report_type,
+        precedence: raw("Precedence"),
+        x_autoreply: raw("X-Autoreply").is_some() || raw("X-Autorespond").is_some(),
+        list_id: raw("List-Id").is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> MimeLimits {
+        MimeLimits::default()
+    }
+
+    #[test]
+    fn oversize_message_is_rejected_before_parsing() {
+        let small = MimeLimits { max_bytes: 10, ..limits() };
+        assert_eq!(
+            parse(b"Subject: x\r\n\r\nhello world", &small).expect_err("too large"),
+            ParseError::TooLarge { size: 25, limit: 10 }
+        );
+    }
+
+    #[test]
+    fn empty_and_headerless_input_is_unparseable() {
+        assert_eq!(parse(b"  \r\n", &limits()).expect_err("empty"), ParseError::Empty);
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected() {
+        let mut raw = String::from("From: a@x.org\r\nSubject: deep\r\n");
+        let depth = 30;
+        for i in 0..depth {
+            raw.push_str(&format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n"));
+        }
+        raw.push_str("Content-Type: text/plain\r\n\r\nhi\r\n");
+        for i in (0..depth).rev() {
+            raw.push_str(&format!("--b{i}--\r\n"));
+        }
+        let err = parse(raw.as_bytes(), &limits()).expect_err("too deep");
+        assert_eq!(err, ParseError::TooDeep { limit: 20 });
+    }
+
+    #[test]
+    fn too_many_parts_are_rejected() {
+        let mut raw = String::from("From: a@x.org\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n");
+        for i in 0..50 {
+            raw.push_str(&format!("--b\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n"));
+        }
+        raw.push_str("--b--\r\n");
+        let few = MimeLimits { max_parts: 20, ..limits() };
+        assert!(matches!(parse(raw.as_bytes(), &few), Err(ParseError::TooManyParts { .. })));
+        assert!(parse(raw.as_bytes(), &limits()).is_ok());
+    }
+
+    #[test]
+    fn subject_with_encoded_newlines_becomes_one_line() {
+        let raw = b"From: a@x.org\r\nSubject: =?utf-8?q?Hello=0D=0ABcc=3A_evil=40x.org?=\r\n\r\nbody";
+        let p = parse(raw, &limits()).expect("parses");
+        assert_eq!(p.email.subject, "Hello Bcc: evil@x.org");
+    }
+
+    #[test]
+    fn invalid_message_ids_are_dropped_from_threading_fields() {
+        let raw = b"From: a@x.org\r\nMessage-ID: not an id\r\nIn-Reply-To: <good@x.org>\r\nReferences: <a@x> <bad id> <b@y>\r\n\r\nhi";
+        let p = parse(raw, &limits()).expect("parses");
+        assert_eq!(p.email.message_id, None);
+        assert_eq!(p.email.in_reply_to, vec!["good@x.org"]);
+        assert!(p.email.references.iter().all(|r| MessageId::parse(r).is_some()));
+    }
+
+    #[test]
+    fn automation_signals_are_read() {
+        let raw = b"From: MAILER-DAEMON@x.org\r\nReturn-Path: <>\r\nAuto-Submitted: Auto-Replied\r\n\
+            Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n";
+        let s = parse(raw, &limits()).expect("parses").signals;
+        assert_eq!(s.auto_submitted.as_deref(), Some("auto-replied"));
+        assert!(s.null_return_path);
+        assert_eq!(s.report_type.as_deref(), Some("delivery-status"));
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("héllo", 3), "hé");
+    }
+}

@@ -1,0 +1,169 @@
+//! Orchestration: workflows (ordered stages of agents; agents in one stage run concurrently) and
+//! the task worker that claims a queued task under a lease, runs its workflow recording every
+//! step, composes the reply and commits the task's completion together with the reply's outbox
+//! row. Never sends mail or calls HTTP itself.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tracing::{info, instrument, warn};
+
+use crate::agents::{Agent, Registry, TaskContext};
+use crate::domain::{EmailAddress, TaskId};
+use crate::mail::InboundEmail;
+use crate::mail::compose::{ReplyContent, Section, Templates, compose};
+use crate::store::{ClaimedTask, NewDelivery, Store};
+
+/// Longest a single step may run.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// A task claimed this many times without finishing (its workers kept dying) fails for good.
+pub const MAX_ATTEMPTS: i64 = 3;
+
+/// A named workflow: stages run in order; the agents of one stage run concurrently.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub name: &'static str,
+    pub stages: Vec<Vec<&'static str>>,
+    /// The agent whose output leads the reply as its executive summary.
+    pub summary_agent: &'static str,
+}
+
+impl Workflow {
+    /// The embedded default: four independent analyses, then the executive summary.
+    pub fn default_local() -> Self {
+        Self {
+            name: "default",
+            stages: vec![vec!["triage", "summarize", "action_items", "attachments"], vec!["exec_summary"]],
+            summary_agent: "exec_summary",
+        }
+    }
+}
+
+/// Runs tasks: one call of [`Orchestrator::run_next`] handles one task.
+pub struct Orchestrator {
+    store: Store,
+    agents: Registry,
+    workflows: Vec<Workflow>,
+    templates: Templates,
+    from: EmailAddress,
+    owner: String,
+    lease: Duration,
+}
+
+struct StepResult {
+    agent: &'static str,
+    outcome: Result<Value, String>,
+}
+
+impl Orchestrator {
+    pub fn new(store: Store, templates: Templates, from: EmailAddress, owner: String, lease: Duration) -> Self {
+        Self { store, agents: Registry::local(), workflows: vec![Workflow::default_local()], templates, from, owner, lease }
+    }
+
+    /// The workflow new tasks get.
+    pub fn default_workflow(&self) -> &'static str {
+        self.workflows[0].name
+    }
+
+    /// Claims and runs the next task. `Ok(false)` when there was none.
+    pub async fn run_next(&self) -> Result<bool> {
+        let Some(task) = self.store.claim_task(&self.owner, self.lease).await? else {
+            return Ok(false);
+        };
+        let id = task.id;
+        if let Err(e) = self.run(task).await {
+            warn!(task_id = id, error = %format!("{e:#}"), "task failed");
+            self.store.fail_task(id, &self.owner, &format!("{e:#}")).await?;
+        }
+        Ok(true)
+    }
+
+    #[instrument(skip_all, fields(task_id = task.id, attempt = task.attempts))]
+    async fn run(&self, task: ClaimedTask) -> Result<()> {
+        anyhow::ensure!(task.attempts <= MAX_ATTEMPTS, "gave up after {MAX_ATTEMPTS} attempts");
+        let email: InboundEmail = serde_json::from_str(&task.input).context("task input is not a stored email")?;
+        let workflow = self
+            .workflows
+            .iter()
+            .find(|w| w.name == task.workflow)
+            .with_context(|| format!("unknown workflow {:?}", task.workflow))?;
+        let received_at: DateTime<Utc> = Utc::now();
+        let mut outputs: BTreeMap<String, Value> = BTreeMap::new();
+        let mut results: Vec<StepResult> = Vec::new();
+        let mut position = 0;
+
+        for stage in &workflow.stages {
+            let mut started: Vec<(&dyn Agent, Value, i64)> = Vec::with_capacity(stage.len());
+            for &name in stage {
+                let agent = self.agents.get(name).with_context(|| format!("unknown agent {name:?}"))?;
+                let ctx = TaskContext { email: &email, received_at, outputs: &outputs };
+                let input = agent.input(&ctx);
+                let step = self.store.start_step(task.id, task.attempts, position, name, &input).await?;
+                started.push((agent, input, step));
+                position += 1;
+            }
+            let runs = started.iter().map(|(agent, input, _)| async move {
+                let begun = Instant::now();
+                let outcome = match tokio::time::timeout(STEP_TIMEOUT, agent.run(input)).await {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("timed out after {} s", STEP_TIMEOUT.as_secs())),
+                };
+                (outcome, begun.elapsed())
+            });
+            let finished = futures_util::future::join_all(runs).await;
+            for ((agent, _, step), (outcome, took)) in started.iter().zip(finished) {
+                let took_ms = took.as_millis() as u64;
+                self.store.finish_step(task.id, *step, agent.name(), outcome.as_ref().map_err(String::as_str), took_ms).await?;
+                if let Ok(v) = &outcome {
+                    outputs.insert(agent.name().to_owned(), v.clone());
+                }
+                results.push(StepResult { agent: agent.name(), outcome });
+            }
+        }
+
+        let content = self.reply_content(TaskId(task.id), workflow, &email, &results);
+        let to = EmailAddress::parse(&task.reply_to).context("stored reply address")?;
+        let reply = compose(&self.templates, &self.from, &to, &email, TaskId(task.id), &content)?;
+        let queued = self
+            .store
+            .complete_task(
+                task.id,
+                &self.owner,
+                NewDelivery {
+                    message_id: reply.message_id.as_str(),
+                    envelope_from: reply.from.as_str(),
+                    envelope_to: reply.to.as_str(),
+                    payload: &reply.bytes,
+                },
+            )
+            .await?;
+        if queued {
+            info!(message_id = %reply.message_id, "task done, reply queued");
+        } else {
+            warn!("lease lost before completion; another worker owns the task now");
+        }
+        Ok(())
+    }
+
+    fn reply_content(&self, task: TaskId, workflow: &Workflow, email: &InboundEmail, results: &[StepResult]) -> ReplyContent {
+        let mut summary = Vec::new();
+        let mut sections = Vec::new();
+        for r in results {
+            let Some(agent) = self.agents.get(r.agent) else { continue };
+            let (lines, failed) = match &r.outcome {
+                Ok(v) => (agent.describe(v), false),
+                Err(e) => (vec![format!("This step failed: {e}")], true),
+            };
+            if r.agent == workflow.summary_agent {
+                summary = lines;
+            } else {
+                sections.push(Section { title: agent.title().to_owned(), lines, failed });
+            }
+        }
+        ReplyContent::new(task, email, summary, sections)
+    }
+}

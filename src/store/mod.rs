@@ -1,0 +1,898 @@
+//! Storage: connection pools, migrations and every SQL statement of the application.
+//!
+//! SQLite today (`sqlite://path`), in WAL mode with a busy timeout and a single writer connection,
+//! so writes are serialized in-process and readers never block them. Every state change appends
+//! its audit record in the same transaction (invariant 3). Callers see domain types, never SQL or
+//! dialect details.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{FromRow, Row};
+
+use crate::audit::{self, AuditEvent, AuditRecord};
+use crate::domain::{DeliveryStatus, MessageRowId, MessageStatus, StepStatus, TaskId, TaskStatus};
+
+/// Formats a time the way every table stores it: RFC 3339, UTC, microseconds, `Z`.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn now() -> String {
+    timestamp(Utc::now())
+}
+
+fn later(d: Duration) -> String {
+    timestamp(Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+/// A raw inbound message about to be stored.
+#[derive(Debug)]
+pub struct NewMessage<'a> {
+    /// Where it came from: `cli`, `webhook:raw`, ...
+    pub source: &'a str,
+    /// The source's own key (file path, webhook-id), for the record.
+    pub source_key: Option<&'a str>,
+    /// Unique per message: `mid:<Message-ID>` or `sha256:<hex>`.
+    pub dedupe_key: &'a str,
+    pub message_id: Option<&'a str>,
+    pub sha256: &'a str,
+    pub raw: &'a [u8],
+    pub sender: Option<&'a str>,
+    pub subject: Option<&'a str>,
+}
+
+/// What to do with a newly stored message, decided before the transaction.
+#[derive(Debug)]
+pub enum Disposition {
+    Task(NewTask),
+    Ignored(String),
+    Quarantined(String),
+}
+
+#[derive(Debug)]
+pub struct NewTask {
+    pub sender: String,
+    pub reply_to: String,
+    pub subject: String,
+    pub workflow: String,
+    /// JSON of the parsed email the agents work on.
+    pub input: String,
+}
+
+/// A signed request's replay key, stored with the message in one transaction.
+#[derive(Debug)]
+pub struct Nonce<'a> {
+    pub source: &'a str,
+    pub nonce: &'a str,
+    /// Kept at least this long; older nonces are purged by the scheduler.
+    pub keep_for: Duration,
+}
+
+/// Result of [`Store::accept_message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    Task { message: MessageRowId, task: TaskId },
+    Ignored { message: MessageRowId, reason: String },
+    Quarantined { message: MessageRowId, reason: String },
+    /// Seen before: nothing new stored; the first copy's ids.
+    Duplicate { message: MessageRowId, task: Option<TaskId> },
+    /// The nonce was used before; nothing stored.
+    Replayed,
+}
+
+/// A task claimed by a worker, with its lease.
+#[derive(Debug, Clone, FromRow)]
+pub struct ClaimedTask {
+    pub id: i64,
+    pub attempts: i64,
+    pub workflow: String,
+    pub sender: String,
+    pub reply_to: String,
+    pub subject: String,
+    pub input: String,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct TaskRow {
+    pub id: i64,
+    pub message_id: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub sender: String,
+    pub reply_to: String,
+    pub subject: String,
+    pub workflow: String,
+    pub status: String,
+    pub attempts: i64,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct StepRow {
+    pub id: i64,
+    pub attempt: i64,
+    pub position: i64,
+    pub agent: String,
+    pub model: Option<String>,
+    pub status: String,
+    #[serde(serialize_with = "as_json")]
+    pub input: String,
+    #[serde(serialize_with = "as_json_opt")]
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+fn as_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.to_owned())).serialize(s)
+}
+
+fn as_json_opt<S: serde::Serializer>(text: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match text {
+        Some(t) => as_json(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub task_id: Option<i64>,
+    pub kind: String,
+    pub message_id: String,
+    pub envelope_to: String,
+    pub status: String,
+    pub attempts: i64,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
+    pub location: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// A delivery claimed by the outbox worker.
+#[derive(Debug, Clone, FromRow)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub task_id: Option<i64>,
+    pub message_id: String,
+    pub envelope_from: String,
+    pub envelope_to: String,
+    pub payload: Vec<u8>,
+    pub attempts: i64,
+}
+
+/// A reply to queue with a task's completion.
+#[derive(Debug)]
+pub struct NewDelivery<'a> {
+    pub message_id: &'a str,
+    pub envelope_from: &'a str,
+    pub envelope_to: &'a str,
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct MessageRow {
+    pub id: i64,
+    pub received_at: String,
+    pub source: String,
+    pub source_key: Option<String>,
+    pub message_id: Option<String>,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub status: String,
+    pub reason: Option<String>,
+    pub sender: Option<String>,
+    pub subject: Option<String>,
+}
+
+/// Everything the status page shows.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Overview {
+    pub tasks_by_status: Vec<(String, i64)>,
+    pub messages_by_status: Vec<(String, i64)>,
+    pub outbox_backlog: i64,
+    pub last_inbound: Vec<(String, String)>,
+    pub recent: Vec<TaskRow>,
+}
+
+/// Restricts an audit export; `None` means no bound. Times are RFC 3339.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub task: Option<i64>,
+}
+
+fn audit_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord, sqlx::Error> {
+    let details: String = row.try_get("details")?;
+    Ok(AuditRecord {
+        seq: row.try_get("seq")?,
+        at: row.try_get("at")?,
+        actor: row.try_get("actor")?,
+        action: row.try_get("action")?,
+        entity: row.try_get("entity")?,
+        task_id: row.try_get("task_id")?,
+        // A row whose details no longer parse was altered; keep the text so the hash check names it.
+        details: serde_json::from_str(&details).unwrap_or(Value::String(details)),
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// Appends one record to the chain, inside the caller's transaction.
+async fn append_audit(conn: &mut SqliteConnection, event: AuditEvent) -> Result<()> {
+    let (head_seq, head_hash): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *conn).await?;
+    let seq = head_seq + 1;
+    let at = now();
+    let hash = audit::chain_hash(
+        &head_hash,
+        seq,
+        &at,
+        &event.actor,
+        event.action,
+        &event.entity,
+        event.task_id,
+        &event.details,
+    );
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, action, entity, task_id, details, prev_hash, hash)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(seq)
+    .bind(&at)
+    .bind(&event.actor)
+    .bind(event.action)
+    .bind(&event.entity)
+    .bind(event.task_id)
+    .bind(event.details.to_string())
+    .bind(&head_hash)
+    .bind(&hash)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
+        .bind(seq)
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if missing) the database named by `url`. Does not migrate; see [`Store::migrate`].
+    ///
+    /// Errors: an unsupported URL scheme, an unreachable file or folder.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .with_context(|| format!("DATABASE_URL must start with sqlite:// (got {:?})", redact(url)))?;
+        let file = path.split('?').next().unwrap_or_default();
+        if !file.is_empty() && file != ":memory:" {
+            if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("parsing DATABASE_URL {:?}", redact(url)))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("opening {file}"))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy_with(options.read_only(true));
+        Ok(Self { writer, reader })
+    }
+
+    /// Applies pending migrations (`migrations/sqlite`, embedded in the binary).
+    pub async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("./migrations/sqlite").run(&self.writer).await.context("applying migrations")
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        // IMMEDIATE takes the write lock up front, so a second process waits (busy timeout)
+        // instead of failing on a read-to-write upgrade.
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Stores a raw message and its disposition in one transaction, with audit records.
+    ///
+    /// Dedupe is the unique `dedupe_key`: a second copy stores nothing and returns
+    /// [`Stored::Duplicate`] with the first copy's ids. With a nonce, a nonce seen before returns
+    /// [`Stored::Replayed`] and stores nothing.
+    pub async fn accept_message(
+        &self,
+        actor: &str,
+        msg: NewMessage<'_>,
+        disposition: Disposition,
+        nonce: Option<Nonce<'_>>,
+    ) -> Result<Stored> {
+        let now = now();
+        let mut tx = self.begin().await?;
+        if let Some(n) = nonce {
+            let fresh = sqlx::query(
+                "INSERT INTO webhook_nonces (source, nonce, expires_at) VALUES (?, ?, ?)
+                 ON CONFLICT (source, nonce) DO NOTHING",
+            )
+            .bind(n.source)
+            .bind(n.nonce)
+            .bind(later(n.keep_for))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if fresh == 0 {
+                return Ok(Stored::Replayed);
+            }
+        }
+        let (status, reason) = match &disposition {
+            Disposition::Task(_) => (MessageStatus::Accepted, None),
+            Disposition::Ignored(r) => (MessageStatus::Ignored, Some(r.as_str())),
+            Disposition::Quarantined(r) => (MessageStatus::Quarantined, Some(r.as_str())),
+        };
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO messages (received_at, source, source_key, dedupe_key, message_id, sha256,
+                                   size_bytes, raw, status, reason, sender, subject)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (dedupe_key) DO NOTHING
+             RETURNING id",
+        )
+        .bind(&now)
+        .bind(msg.source)
+        .bind(msg.source_key)
+        .bind(msg.dedupe_key)
+        .bind(msg.message_id)
+        .bind(msg.sha256)
+        .bind(msg.raw.len() as i64)
+        .bind(msg.raw)
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(msg.sender)
+        .bind(msg.subject)
+        .fetch_optional(&mut *tx)
+        .await?;
+
+        let Some(message) = inserted else {
+            let first: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE dedupe_key = ?")
+                .bind(msg.dedupe_key)
+                .fetch_one(&mut *tx)
+                .await?;
+            let task: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE message_id = ?")
+                .bind(first)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let mut event = AuditEvent::new(actor, "message.duplicate", format!("message:{first}"))
+                .details(json!({"source": msg.source, "source_key": msg.source_key, "dedupe_key": msg.dedupe_key}));
+            event.task_id = task;
+            append_audit(&mut tx, event).await?;
+            tx.commit().await?;
+            return Ok(Stored::Duplicate { message: MessageRowId(first), task: task.map(TaskId) });
+        };
+
+        append_audit(
+            &mut tx,
+            AuditEvent::new(actor, "message.received", format!("message:{message}")).details(json!({
+                "source": msg.source,
+                "source_key": msg.source_key,
+                "message_id": msg.message_id,
+                "sha256": msg.sha256,
+                "size_bytes": msg.raw.len(),
+            })),
+        )
+        .await?;
+        let message = MessageRowId(message);
+        let stored = match disposition {
+            Disposition::Task(t) => {
+                let task: i64 = sqlx::query_scalar(
+                    "INSERT INTO tasks (message_id, created_at, updated_at, sender, reply_to, subject,
+                                        workflow, input, status)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued')
+                     RETURNING id",
+                )
+                .bind(message.0)
+                .bind(&now)
+                .bind(&now)
+                .bind(&t.sender)
+                .bind(&t.reply_to)
+                .bind(&t.subject)
+                .bind(&t.workflow)
+                .bind(&t.input)
+                .fetch_one(&mut *tx)
+                .await?;
+                append_audit(
+                    &mut tx,
+                    AuditEvent::new(actor, "task.created", format!("task:{task}"))
+                        .task(task)
+                        .details(json!({"message": message.0, "workflow": t.workflow, "sender": t.sender, "subject": t.subject})),
+                )
+                .await?;
+                Stored::Task { message, task: TaskId(task) }
+            }
+            Disposition::Ignored(reason) => {
+                append_audit(
+                    &mut tx,
+                    AuditEvent::new(actor, "message.ignored", format!("message:{message}"))
+                        .details(json!({"reason": reason})),
+                )
+                .await?;
+                Stored::Ignored { message, reason }
+            }
+            Disposition::Quarantined(reason) => {
+                append_audit(
+                    &mut tx,
+                    AuditEvent::new(actor, "message.quarantined", format!("message:{message}"))
+                        .details(json!({"reason": reason})),
+                )
+                .await?;
+                Stored::Quarantined { message, reason }
+            }
+        };
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Claims the oldest queued task, or one whose lease expired (its worker died), for `lease`.
+    /// Counts the attempt. `None` when there is no work.
+    pub async fn claim_task(&self, owner: &str, lease: Duration) -> Result<Option<ClaimedTask>> {
+        let now = now();
+        let mut tx = self.begin().await?;
+        let claimed: Option<ClaimedTask> = sqlx::query_as(
+            "UPDATE tasks
+             SET status = 'running', lease_owner = ?1, lease_until = ?2, attempts = attempts + 1,
+                 started_at = COALESCE(started_at, ?3), updated_at = ?3
+             WHERE id = (SELECT id FROM tasks
+                         WHERE status = 'queued' OR (status = 'running' AND lease_until < ?3)
+                         ORDER BY id LIMIT 1)
+             RETURNING id, attempts, workflow, sender, reply_to, subject, input",
+        )
+        .bind(owner)
+        .bind(later(lease))
+        .bind(&now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(t) = &claimed {
+            append_audit(
+                &mut tx,
+                AuditEvent::new("worker", "task.claimed", format!("task:{}", t.id))
+                    .task(t.id)
+                    .details(json!({"owner": owner, "attempt": t.attempts})),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Records that a step started; returns the step's id.
+    pub async fn start_step(
+        &self,
+        task: i64,
+        attempt: i64,
+        position: usize,
+        agent: &str,
+        input: &Value,
+    ) -> Result<i64> {
+        let mut tx = self.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO task_steps (task_id, attempt, position, agent, input, status, started_at)
+             VALUES (?, ?, ?, ?, ?, 'running', ?)
+             RETURNING id",
+        )
+        .bind(task)
+        .bind(attempt)
+        .bind(position as i64)
+        .bind(agent)
+        .bind(input.to_string())
+        .bind(now())
+        .fetch_one(&mut *tx)
+        .await?;
+        append_audit(
+            &mut tx,
+            AuditEvent::new("worker", "step.started", format!("step:{id}"))
+                .task(task)
+                .details(json!({"agent": agent, "position": position, "attempt": attempt})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Records a step's outcome: its JSON output, or its error.
+    pub async fn finish_step(
+        &self,
+        task: i64,
+        step: i64,
+        agent: &str,
+        outcome: Result<&Value, &str>,
+        duration_ms: u64,
+    ) -> Result<()> {
+        let (status, output, error) = match outcome {
+            Ok(v) => (StepStatus::Ok, Some(v.to_string()), None),
+            Err(e) => (StepStatus::Failed, None, Some(e)),
+        };
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE task_steps SET status = ?, output = ?, error = ?, finished_at = ?, duration_ms = ?
+             WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(output)
+        .bind(error)
+        .bind(now())
+        .bind(duration_ms as i64)
+        .bind(step)
+        .execute(&mut *tx)
+        .await?;
+        append_audit(
+            &mut tx,
+            AuditEvent::new("worker", "step.finished", format!("step:{step}")).task(task).details(
+                json!({"agent": agent, "status": status.as_str(), "duration_ms": duration_ms, "error": error}),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a task done and queues its reply in one transaction (invariant 4).
+    ///
+    /// Returns `false`, changing nothing, when `owner` no longer holds the task's lease.
+    pub async fn complete_task(&self, task: i64, owner: &str, reply: NewDelivery<'_>) -> Result<bool> {
+        let now = now();
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE tasks SET status = 'done', finished_at = ?1, updated_at = ?1,
+                              lease_owner = NULL, lease_until = NULL
+             WHERE id = ?2 AND status = 'running' AND lease_owner = ?3",
+        )
+        .bind(&now)
+        .bind(task)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(false);
+        }
+        let delivery: i64 = sqlx::query_scalar(
+            "INSERT INTO outbox (task_id, kind, message_id, envelope_from, envelope_to, payload,
+                                 status, next_attempt_at, created_at)
+             VALUES (?, 'mail', ?, ?, ?, ?, 'pending', ?, ?)
+             RETURNING id",
+        )
+        .bind(task)
+        .bind(reply.message_id)
+        .bind(reply.envelope_from)
+        .bind(reply.envelope_to)
+        .bind(reply.payload)
+        .bind(&now)
+        .bind(&now)
+        .fetch_one(&mut *tx)
+        .await?;
+        append_audit(&mut tx, AuditEvent::new("worker", "task.completed", format!("task:{task}")).task(task))
+            .await?;
+        append_audit(
+            &mut tx,
+            AuditEvent::new("worker", "reply.queued", format!("outbox:{delivery}"))
+                .task(task)
+                .details(json!({"message_id": reply.message_id, "to": reply.envelope_to, "size_bytes": reply.payload.len()})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Marks a task failed for good. Returns `false` when `owner` no longer holds its lease.
+    pub async fn fail_task(&self, task: i64, owner: &str, error: &str) -> Result<bool> {
+        let now = now();
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE tasks SET status = 'failed', error = ?1, finished_at = ?2, updated_at = ?2,
+                              lease_owner = NULL, lease_until = NULL
+             WHERE id = ?3 AND status = 'running' AND lease_owner = ?4",
+        )
+        .bind(error)
+        .bind(&now)
+        .bind(task)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(false);
+        }
+        append_audit(
+            &mut tx,
+            AuditEvent::new("worker", "task.failed", format!("task:{task}")).task(task).details(json!({"error": error})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Claims the next due delivery, or one whose lease expired, and counts the attempt.
+    pub async fn claim_delivery(&self, owner: &str, lease: Duration) -> Result<Option<ClaimedDelivery>> {
+        let now = now();
+        let mut tx = self.begin().await?;
+        let claimed: Option<ClaimedDelivery> = sqlx::query_as(
+            "UPDATE outbox
+             SET status = 'sending', lease_owner = ?1, lease_until = ?2, attempts = attempts + 1
+             WHERE id = (SELECT id FROM outbox
+                         WHERE (status = 'pending' AND next_attempt_at <= ?3)
+                            OR (status = 'sending' AND lease_until < ?3)
+                         ORDER BY next_attempt_at, id LIMIT 1)
+             RETURNING id, task_id, message_id, envelope_from, envelope_to, payload, attempts",
+        )
+        .bind(owner)
+        .bind(later(lease))
+        .bind(&now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Records a delivery that succeeded, with where it went (file path or relay answer).
+    pub async fn delivery_succeeded(&self, d: &ClaimedDelivery, owner: &str, location: &str) -> Result<()> {
+        self.finish_delivery(d, owner, DeliveryStatus::Delivered, Some(location), None, None).await
+    }
+
+    /// Records a failed attempt: retried at `retry_at`, or failed for good when `None`.
+    pub async fn delivery_failed(
+        &self,
+        d: &ClaimedDelivery,
+        owner: &str,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let status = if retry_at.is_some() { DeliveryStatus::Pending } else { DeliveryStatus::Failed };
+        self.finish_delivery(d, owner, status, None, Some(error), retry_at).await
+    }
+
+    async fn finish_delivery(
+        &self,
+        d: &ClaimedDelivery,
+        owner: &str,
+        status: DeliveryStatus,
+        location: Option<&str>,
+        error: Option<&str>,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let now = now();
+        let next = retry_at.map(timestamp).unwrap_or_else(|| now.clone());
+        let delivered_at = (status == DeliveryStatus::Delivered).then_some(now.as_str());
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE outbox SET status = ?, location = COALESCE(?, location), last_error = ?,
+                               delivered_at = ?, next_attempt_at = ?, lease_owner = NULL, lease_until = NULL
+             WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+        )
+        .bind(status.as_str())
+        .bind(location)
+        .bind(error)
+        .bind(delivered_at)
+        .bind(&next)
+        .bind(d.id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            // Our lease expired and another worker took over; its outcome is the one recorded.
+            return Ok(());
+        }
+        let action = match status {
+            DeliveryStatus::Delivered => "delivery.delivered",
+            DeliveryStatus::Pending => "delivery.retry",
+            _ => "delivery.failed",
+        };
+        let mut event = AuditEvent::new("outbox", action, format!("outbox:{}", d.id)).details(json!({
+            "message_id": d.message_id,
+            "attempt": d.attempts,
+            "location": location,
+            "error": error,
+            "next_attempt_at": retry_at.map(timestamp),
+        }));
+        event.task_id = d.task_id;
+        append_audit(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Queued or leased tasks, and deliveries not yet delivered or failed for good.
+    pub async fn pending_work(&self) -> Result<(i64, i64)> {
+        let tasks: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE status IN ('queued', 'running')")
+                .fetch_one(&self.reader)
+                .await?;
+        let deliveries: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'sending')")
+                .fetch_one(&self.reader)
+                .await?;
+        Ok((tasks, deliveries))
+    }
+
+    /// Deletes replay nonces past their expiry; returns how many.
+    pub async fn purge_expired_nonces(&self) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM webhook_nonces WHERE expires_at < ?")
+            .bind(now())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn overview(&self, recent: i64) -> Result<Overview> {
+        let db = &self.reader;
+        let tasks_by_status =
+            sqlx::query_as("SELECT status, COUNT(*) FROM tasks GROUP BY status ORDER BY status")
+                .fetch_all(db)
+                .await?;
+        let messages_by_status =
+            sqlx::query_as("SELECT status, COUNT(*) FROM messages GROUP BY status ORDER BY status")
+                .fetch_all(db)
+                .await?;
+        let outbox_backlog =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'sending')")
+                .fetch_one(db)
+                .await?;
+        let last_inbound = sqlx::query_as(
+            "SELECT source, MAX(received_at) FROM messages GROUP BY source ORDER BY source",
+        )
+        .fetch_all(db)
+        .await?;
+        let recent = sqlx::query_as(
+            "SELECT id, message_id, created_at, updated_at, sender, reply_to, subject, workflow, status,
+                    attempts, started_at, finished_at, error
+             FROM tasks ORDER BY id DESC LIMIT ?",
+        )
+        .bind(recent)
+        .fetch_all(db)
+        .await?;
+        Ok(Overview { tasks_by_status, messages_by_status, outbox_backlog, last_inbound, recent })
+    }
+
+    pub async fn task(&self, id: i64) -> Result<Option<TaskRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, message_id, created_at, updated_at, sender, reply_to, subject, workflow, status,
+                    attempts, started_at, finished_at, error
+             FROM tasks WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
+    pub async fn task_steps(&self, task: i64) -> Result<Vec<StepRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, attempt, position, agent, model, status, input, output, error, started_at,
+                    finished_at, duration_ms
+             FROM task_steps WHERE task_id = ? ORDER BY id",
+        )
+        .bind(task)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    pub async fn task_deliveries(&self, task: i64) -> Result<Vec<DeliveryRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, task_id, kind, message_id, envelope_to, status, attempts, created_at,
+                    delivered_at, location, last_error
+             FROM outbox WHERE task_id = ? ORDER BY id",
+        )
+        .bind(task)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// The stored reply of a task (complete RFC 5322 bytes), if one was queued.
+    pub async fn task_reply(&self, task: i64) -> Result<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar("SELECT payload FROM outbox WHERE task_id = ? AND kind = 'mail'")
+            .bind(task)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    pub async fn message(&self, id: i64) -> Result<Option<MessageRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, received_at, source, source_key, message_id, sha256, size_bytes, status, reason,
+                    sender, subject
+             FROM messages WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
+    /// The raw bytes of a stored message, exactly as received.
+    pub async fn message_raw(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar("SELECT raw FROM messages WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    /// Calls `each` for every audit record matching `filter`, in `seq` order, streaming.
+    pub async fn for_each_audit(
+        &self,
+        filter: &AuditFilter,
+        mut each: impl FnMut(AuditRecord) -> Result<()>,
+    ) -> Result<()> {
+        let sql = "SELECT seq, at, actor, action, entity, task_id, details, prev_hash, hash
+                   FROM audit_log
+                   WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at <= ?2) AND (?3 IS NULL OR task_id = ?3)
+                   ORDER BY seq";
+        let mut rows = sqlx::query(sql)
+            .bind(filter.since.map(timestamp))
+            .bind(filter.until.map(timestamp))
+            .bind(filter.task)
+            .fetch(&self.reader);
+        while let Some(row) = rows.try_next().await? {
+            each(audit_from_row(&row)?)?;
+        }
+        Ok(())
+    }
+
+    /// The chain head: `(seq, hash)` of the newest record.
+    pub async fn audit_head(&self) -> Result<(i64, String)> {
+        Ok(sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.reader).await?)
+    }
+
+    /// Task status as stored, for callers that wait on a task.
+    pub async fn task_status(&self, id: TaskId) -> Result<Option<TaskStatus>> {
+        let s: Option<String> = sqlx::query_scalar("SELECT status FROM tasks WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(s.and_then(|s| TaskStatus::parse(&s)))
+    }
+
+    /// Runs one statement on the writer; only for tests that tamper with rows on purpose.
+    #[doc(hidden)]
+    pub async fn execute_for_test(&self, sql: &'static str) -> Result<u64> {
+        Ok(sqlx::query(sql).execute(&self.writer).await?.rows_affected())
+    }
+}
+
+/// Hides a password in a database URL for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}

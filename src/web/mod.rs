@@ -1,0 +1,212 @@
+//! HTTP: the status page, task pages, `/health`, the JSON API, the audit CSV export and the
+//! signed `/inbound/raw` endpoint. Every mail-derived string is escaped (minijinja auto-escape on
+//! `.html` templates). Client errors say what was wrong; internal details are logged only.
+
+mod error;
+mod inbound;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use chrono::DateTime;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+pub use error::ApiError;
+
+use crate::audit::CsvExport;
+use crate::intake::Intake;
+use crate::intake::webhook::Verifier;
+use crate::store::{AuditFilter, Store};
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub intake: Arc<Intake>,
+    /// `None` when no webhook secret is configured: `/inbound/raw` answers 404.
+    pub verifier: Option<Arc<Verifier>>,
+    pub webhook_tolerance: std::time::Duration,
+    pub admin_token: Option<SecretString>,
+    /// Wakes the task worker after a new task is committed.
+    pub task_wake: Arc<Notify>,
+    pub max_body_bytes: usize,
+    pages: Arc<minijinja::Environment<'static>>,
+}
+
+impl AppState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        intake: Arc<Intake>,
+        verifier: Option<Arc<Verifier>>,
+        webhook_tolerance: std::time::Duration,
+        admin_token: Option<SecretString>,
+        task_wake: Arc<Notify>,
+        max_body_bytes: usize,
+    ) -> Self {
+        let mut env = minijinja::Environment::new();
+        for (name, text) in [
+            ("layout.html", include_str!("../../templates/web/layout.html")),
+            ("status.html", include_str!("../../templates/web/status.html")),
+            ("task.html", include_str!("../../templates/web/task.html")),
+        ] {
+            // Embedded and compiled into the binary: a failure here is a build defect, caught by tests.
+            if let Err(e) = env.add_template(name, text) {
+                tracing::error!(template = name, error = %e, "page template does not compile");
+            }
+        }
+        Self { store, intake, verifier, webhook_tolerance, admin_token, task_wake, max_body_bytes, pages: Arc::new(env) }
+    }
+
+    fn render(&self, name: &str, ctx: Value) -> Result<Html<String>, ApiError> {
+        let template = self.pages.get_template(name).map_err(ApiError::internal)?;
+        Ok(Html(template.render(ctx).map_err(ApiError::internal)?))
+    }
+
+    /// Checks the admin token when one is configured: `Authorization: Bearer <token>`, or HTTP
+    /// Basic with the token as password (so a browser can log in).
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(token) = &self.admin_token else { return Ok(()) };
+        if presented_token(headers).is_some_and(|t| constant_time_eq(t.as_bytes(), token.expose_secret().as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized_admin())
+        }
+    }
+}
+
+fn presented_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(token.trim().to_owned());
+    }
+    let basic = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(basic.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':').map(|(_, password)| password.to_owned())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn router(state: AppState) -> Router {
+    let inbound = Router::new()
+        .route("/inbound/raw", post(inbound::raw))
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes));
+    Router::new()
+        .route("/", get(status_page))
+        .route("/health", get(health))
+        .route("/tasks/{id}", get(task_page))
+        .route("/api/tasks/{id}", get(task_api))
+        .route("/audit.csv", get(audit_csv))
+        .merge(inbound)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page") })
+        .with_state(state)
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({"status": "ok", "database": "ok"})).into_response(),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "health check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "database": "unreachable"}))).into_response()
+        }
+    }
+}
+
+use axum::Json;
+
+fn duration_text(start: Option<&str>, end: Option<&str>) -> String {
+    match (start.and_then(|s| DateTime::parse_from_rfc3339(s).ok()), end.and_then(|s| DateTime::parse_from_rfc3339(s).ok())) {
+        (Some(s), Some(e)) => format!("{} ms", (e - s).num_milliseconds()),
+        _ => String::new(),
+    }
+}
+
+async fn status_page(State(state): State<AppState>, headers: HeaderMap) -> Result<Html<String>, ApiError> {
+    state.authorize(&headers)?;
+    let overview = state.store.overview(20).await.map_err(ApiError::internal)?;
+    let durations: Vec<String> =
+        overview.recent.iter().map(|t| duration_text(t.started_at.as_deref(), t.finished_at.as_deref())).collect();
+    state.render("status.html", json!({"overview": overview, "durations": durations}))
+}
+
+fn parse_id(id: &str) -> Result<i64, ApiError> {
+    id.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "task id must be a number"))
+}
+
+/// The JSON of one task: the task, its steps with their outputs, the reply and its deliveries.
+/// `None` when no such task exists. Shared by `GET /api/tasks/{id}` and `task show`.
+pub async fn task_report(store: &Store, id: i64) -> anyhow::Result<Option<Value>> {
+    let Some(task) = store.task(id).await? else { return Ok(None) };
+    let steps = store.task_steps(id).await?;
+    let deliveries = store.task_deliveries(id).await?;
+    let reply = store.task_reply(id).await?.map(|b| String::from_utf8_lossy(&b).into_owned());
+    Ok(Some(json!({"task": task, "steps": steps, "reply": reply, "deliveries": deliveries})))
+}
+
+async fn task_api(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    state.authorize(&headers)?;
+    let id = parse_id(&id)?;
+    let report = task_report(&state.store, id).await.map_err(ApiError::internal)?;
+    report.map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no task {id}")))
+}
+
+async fn task_page(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Html<String>, ApiError> {
+    state.authorize(&headers)?;
+    let id = parse_id(&id)?;
+    let report = task_report(&state.store, id).await.map_err(ApiError::internal)?;
+    let report = report.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no task {id}")))?;
+    state.render("task.html", report)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct AuditQuery {
+    since: Option<String>,
+    until: Option<String>,
+    task: Option<i64>,
+}
+
+/// Parses an RFC 3339 bound of an audit export.
+pub fn parse_bound(name: &str, value: Option<&str>) -> Result<Option<DateTime<chrono::Utc>>, String> {
+    value
+        .map(|v| DateTime::parse_from_rfc3339(v).map(|d| d.to_utc()).map_err(|_| format!("{name} must be an RFC 3339 time, e.g. 2026-11-22T00:00:00Z")))
+        .transpose()
+}
+
+async fn audit_csv(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    if state.admin_token.is_none() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "the audit export is disabled: set SWARM_ADMIN_TOKEN to enable it"));
+    }
+    state.authorize(&headers)?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    let filter = AuditFilter {
+        since: parse_bound("since", q.since.as_deref()).map_err(bad)?,
+        until: parse_bound("until", q.until.as_deref()).map_err(bad)?,
+        task: q.task,
+    };
+    let mut csv = CsvExport::new(Vec::new()).map_err(ApiError::internal)?;
+    state.store.for_each_audit(&filter, |r| Ok(csv.write(&r)?)).await.map_err(ApiError::internal)?;
+    let body = csv.finish().map_err(ApiError::internal)?;
+    Ok((
+        [
+            (CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8; header=present")),
+            (axum::http::header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"audit.csv\"")),
+        ],
+        body,
+    )
+        .into_response())
+}
