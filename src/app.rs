@@ -45,8 +45,19 @@ impl App {
         let templates = Templates::load(&settings.templates_dir)?;
         let transport = Transport::from_settings(&settings)?;
         let owner = owner_name();
-        let orchestrator = Orchestrator::new(store.clone(), templates, settings.from_address.clone(), owner.clone(), settings.lease);
-        let intake = Intake::new(store.clone(), settings.mime_limits, settings.from_address.clone(), orchestrator.default_workflow());
+        let orchestrator = Orchestrator::new(
+            store.clone(),
+            templates,
+            settings.from_address.clone(),
+            owner.clone(),
+            settings.lease,
+        );
+        let intake = Intake::new(
+            store.clone(),
+            settings.mime_limits,
+            settings.from_address.clone(),
+            orchestrator.default_workflow(),
+        );
         let outbox = Outbox::new(store.clone(), transport, owner, settings.lease);
         Ok(Self {
             settings,
@@ -88,7 +99,7 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or_else(|_| self.app.settings.http_addr)
+        self.listener.local_addr().unwrap_or(self.app.settings.http_addr)
     }
 
     pub fn port(&self) -> u16 {
@@ -96,7 +107,10 @@ impl Application {
     }
 
     /// Serves HTTP and runs the workers until `shutdown` resolves.
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
         let Self { app, listener } = self;
         let s = &app.settings;
         let verifier = if s.webhook_secrets.is_empty() {
@@ -118,22 +132,29 @@ impl Application {
 
         let orchestrator = app.orchestrator.clone();
         let outbox_wake = app.outbox_wake.clone();
-        let tasks = tokio::spawn(work_loop("task worker", app.task_wake.clone(), poll, stop_rx.clone(), move || {
-            let orchestrator = orchestrator.clone();
-            let outbox_wake = outbox_wake.clone();
-            async move {
-                let ran = orchestrator.run_next().await?;
-                if ran {
-                    outbox_wake.notify_one();
+        let tasks =
+            tokio::spawn(work_loop("task worker", app.task_wake.clone(), poll, stop_rx.clone(), move || {
+                let orchestrator = orchestrator.clone();
+                let outbox_wake = outbox_wake.clone();
+                async move {
+                    let ran = orchestrator.run_next().await?;
+                    if ran {
+                        outbox_wake.notify_one();
+                    }
+                    Ok(ran)
                 }
-                Ok(ran)
-            }
-        }));
+            }));
         let outbox = app.outbox.clone();
-        let deliveries = tokio::spawn(work_loop("outbox worker", app.outbox_wake.clone(), poll, stop_rx.clone(), move || {
-            let outbox = outbox.clone();
-            async move { outbox.deliver_next().await }
-        }));
+        let deliveries = tokio::spawn(work_loop(
+            "outbox worker",
+            app.outbox_wake.clone(),
+            poll,
+            stop_rx.clone(),
+            move || {
+                let outbox = outbox.clone();
+                async move { outbox.deliver_next().await }
+            },
+        ));
         let jobs = tokio::spawn(crate::scheduler::run(app.store.clone(), stop_rx));
 
         info!(addr = %listener.local_addr()?, "serving");
@@ -149,8 +170,13 @@ impl Application {
 }
 
 /// Calls `step` while it finds work; otherwise waits for a wake-up, the poll interval, or stop.
-async fn work_loop<F, Fut>(name: &'static str, wake: Arc<Notify>, poll: Duration, mut stop: watch::Receiver<bool>, step: F)
-where
+async fn work_loop<F, Fut>(
+    name: &'static str,
+    wake: Arc<Notify>,
+    poll: Duration,
+    mut stop: watch::Receiver<bool>,
+    step: F,
+) where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
 {

@@ -82,9 +82,8 @@ impl Settings {
         };
 
         let http_addr = text("SWARM_HTTP_ADDR", "127.0.0.1:8080");
-        let http_addr = http_addr
-            .parse()
-            .with_context(|| format!("SWARM_HTTP_ADDR={http_addr:?} is not host:port"))?;
+        let http_addr =
+            http_addr.parse().with_context(|| format!("SWARM_HTTP_ADDR={http_addr:?} is not host:port"))?;
         let from = text("SWARM_FROM_ADDRESS", "swarm@localhost");
         let from_address = EmailAddress::parse(&from).context("SWARM_FROM_ADDRESS")?;
         let webhook_secrets = get("SWARM_WEBHOOK_SECRETS")

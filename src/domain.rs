@@ -30,13 +30,13 @@ impl EmailAddress {
             return Err(bad());
         }
         let quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
-        let local_ok = local.chars().all(|c| {
-            !c.is_control() && (quoted || !(c.is_whitespace() || "<>()[],;:\\\"@".contains(c)))
-        });
-        let domain_ok = domain
-            .split('.')
-            .all(|label| !label.is_empty() && label.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_'))
-            || (domain.starts_with('[') && domain.ends_with(']') && !domain.contains(char::is_whitespace));
+        let local_ok = local
+            .chars()
+            .all(|c| !c.is_control() && (quoted || !(c.is_whitespace() || "<>()[],;:\\\"@".contains(c))));
+        let domain_ok =
+            domain.split('.').all(|label| {
+                !label.is_empty() && label.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+            }) || (domain.starts_with('[') && domain.ends_with(']') && !domain.contains(char::is_whitespace));
         if !local_ok || !domain_ok {
             return Err(bad());
         }
@@ -90,8 +90,7 @@ impl MessageId {
         }
         let (left, right) = s.rsplit_once('@')?;
         let clean = |part: &str| {
-            !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
         };
         (clean(left) && clean(right)).then(|| Self(s.to_owned()))
     }
@@ -206,7 +205,9 @@ mod tests {
 
     #[test]
     fn email_address_rejects_header_breaking_input() {
-        for bad in ["", "no-at", "@x.org", "a@", "a b@x.org", "a@x.org\r\nBcc: e@vil", "a@x..org", "<a@x.org>"] {
+        for bad in
+            ["", "no-at", "@x.org", "a@", "a b@x.org", "a@x.org\r\nBcc: e@vil", "a@x..org", "<a@x.org>"]
+        {
             assert!(EmailAddress::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -1,10 +1,14 @@
 //! SwarmDirector: mail or a signed webhook in, a workflow of agents run, a threaded reply out.
 //! See ARCHITECTURE.md for the data flow; each module below owns one part of it.
 
-/// Typed settings from the environment; the only reader of env vars.
-pub mod config;
+/// The `Agent` trait and the local agents.
+pub mod agents;
 /// Builds everything, binds the port, runs the workers, shuts down gracefully.
 pub mod app;
+/// The hash-chained audit log: records, verification, CSV export.
+pub mod audit;
+/// Typed settings from the environment; the only reader of env vars.
+pub mod config;
 /// Newtypes and enums: `EmailAddress`, `MessageId`, `TaskId`, statuses.
 pub mod domain;
 /// Every way mail gets in, ending in one `accept()`.
@@ -13,15 +17,11 @@ pub mod intake;
 pub mod mail;
 /// Workflows and the task worker.
 pub mod orchestrator;
-/// The `Agent` trait and the local agents.
-pub mod agents;
 /// Durable delivery of replies with retries.
 pub mod outbox;
-/// The hash-chained audit log: records, verification, CSV export.
-pub mod audit;
+/// Cron table of maintenance jobs.
+pub mod scheduler;
 /// Pools, migrations and all SQL.
 pub mod store;
 /// HTTP: status page, health, API, exports, inbound webhook.
 pub mod web;
-/// Cron table of maintenance jobs.
-pub mod scheduler;

@@ -177,7 +177,8 @@ async fn ingest(settings: Settings, files: Vec<PathBuf>) -> Result<ExitCode> {
         match std::fs::read(path) {
             Ok(raw) => {
                 let source = Source { name: "cli", key: Some(&shown), nonce: None };
-                let outcome = app.intake.accept(&source, &raw).await.with_context(|| format!("storing {shown}"))?;
+                let outcome =
+                    app.intake.accept(&source, &raw).await.with_context(|| format!("storing {shown}"))?;
                 results.push((shown, Ok(outcome)));
             }
             Err(e) => {

@@ -77,7 +77,8 @@ impl<T: LocalAgent> Agent for T {
 
     fn run<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<Value, AgentError>> {
         Box::pin(async move {
-            let input: T::Input = serde_json::from_value(input.clone()).map_err(|e| AgentError::Input(e.to_string()))?;
+            let input: T::Input =
+                serde_json::from_value(input.clone()).map_err(|e| AgentError::Input(e.to_string()))?;
             serde_json::to_value(LocalAgent::run(self, input)).map_err(|e| AgentError::Failed(e.to_string()))
         })
     }

@@ -5,18 +5,18 @@ use std::collections::HashSet;
 
 /// Words too common to say anything about a sentence's topic.
 const STOPWORDS: &[&str] = &[
-    "a", "about", "after", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "been",
-    "but", "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her",
-    "him", "his", "i", "if", "in", "into", "is", "it", "its", "just", "me", "my", "no", "not", "of",
-    "on", "or", "our", "out", "she", "so", "than", "that", "the", "their", "them", "then", "there",
-    "these", "they", "this", "to", "up", "us", "was", "we", "were", "what", "when", "which", "who",
-    "will", "with", "would", "you", "your",
+    "a", "about", "after", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "been", "but",
+    "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her", "him",
+    "his", "i", "if", "in", "into", "is", "it", "its", "just", "me", "my", "no", "not", "of", "on", "or",
+    "our", "out", "she", "so", "than", "that", "the", "their", "them", "then", "there", "these", "they",
+    "this", "to", "up", "us", "was", "we", "were", "what", "when", "which", "who", "will", "with", "would",
+    "you", "your",
 ];
 
 const ABBREVIATIONS: &[&str] = &[
-    "e.g.", "i.e.", "etc.", "mr.", "mrs.", "ms.", "dr.", "prof.", "vs.", "approx.", "no.", "inc.",
-    "ltd.", "jan.", "feb.", "mar.", "apr.", "jun.", "jul.", "aug.", "sep.", "sept.", "oct.", "nov.",
-    "dec.", "st.", "fig.", "p.s.",
+    "e.g.", "i.e.", "etc.", "mr.", "mrs.", "ms.", "dr.", "prof.", "vs.", "approx.", "no.", "inc.", "ltd.",
+    "jan.", "feb.", "mar.", "apr.", "jun.", "jul.", "aug.", "sep.", "sept.", "oct.", "nov.", "dec.", "st.",
+    "fig.", "p.s.",
 ];
 
 /// Splits text into sentences: at `.`, `!`, `?` (not after a known abbreviation or inside a
@@ -54,7 +54,9 @@ fn blocks(text: &str) -> Vec<String> {
     let mut current = String::new();
     for line in text.lines() {
         let t = line.trim();
-        let list_item = t.starts_with(['-', '*', '•']) || t.split_once(['.', ')']).is_some_and(|(n, _)| !n.is_empty() && n.len() <= 2 && n.chars().all(|c| c.is_ascii_digit()));
+        let list_item = t.starts_with(['-', '*', '•'])
+            || t.split_once(['.', ')'])
+                .is_some_and(|(n, _)| !n.is_empty() && n.len() <= 2 && n.chars().all(|c| c.is_ascii_digit()));
         let standalone = t.ends_with(',') && t.split_whitespace().count() <= 4;
         if t.is_empty() || list_item {
             if !current.is_empty() {
@@ -85,7 +87,13 @@ pub fn content_words(sentence: &str) -> Vec<String> {
         .split(|c: char| !c.is_alphanumeric() && c != '\'')
         .map(|w| w.trim_matches('\'').to_lowercase())
         .filter(|w| w.chars().count() > 1 && !STOPWORDS.contains(&w.as_str()))
-        .map(|w| if w.len() > 3 && w.ends_with('s') && !w.ends_with("ss") { w[..w.len() - 1].to_owned() } else { w })
+        .map(|w| {
+            if w.len() > 3 && w.ends_with('s') && !w.ends_with("ss") {
+                w[..w.len() - 1].to_owned()
+            } else {
+                w
+            }
+        })
         .collect()
 }
 
@@ -96,7 +104,8 @@ pub fn textrank(sentences: &[String]) -> Vec<f64> {
     if n == 0 {
         return Vec::new();
     }
-    let words: Vec<HashSet<String>> = sentences.iter().map(|s| content_words(s).into_iter().collect()).collect();
+    let words: Vec<HashSet<String>> =
+        sentences.iter().map(|s| content_words(s).into_iter().collect()).collect();
     let mut weight = vec![vec![0.0f64; n]; n];
     for i in 0..n {
         for j in (i + 1)..n {
@@ -147,8 +156,18 @@ pub fn is_pleasantry(sentence: &str) -> bool {
     let words = lower.split_whitespace().count();
     const OPENERS: &[&str] = &["hi", "hello", "hey", "dear", "good morning", "good afternoon", "greetings"];
     const CLOSERS: &[&str] = &[
-        "thanks", "thank you", "many thanks", "best", "best regards", "regards", "kind regards", "cheers",
-        "sincerely", "all the best", "br", "thx",
+        "thanks",
+        "thank you",
+        "many thanks",
+        "best",
+        "best regards",
+        "regards",
+        "kind regards",
+        "cheers",
+        "sincerely",
+        "all the best",
+        "br",
+        "thx",
     ];
     (words <= 4 && OPENERS.iter().any(|o| lower.starts_with(o)))
         || (words <= 5 && CLOSERS.iter().any(|c| lower.starts_with(c)))
@@ -161,10 +180,19 @@ mod tests {
 
     #[test]
     fn splits_sentences_but_not_abbreviations_or_numbers() {
-        let s = sentences("Hi Ann,\n\nThe total is 3.5 kg, e.g. about right. Is that OK? Yes!\n- first item\n- second item");
+        let s = sentences(
+            "Hi Ann,\n\nThe total is 3.5 kg, e.g. about right. Is that OK? Yes!\n- first item\n- second item",
+        );
         assert_eq!(
             s,
-            vec!["Hi Ann,", "The total is 3.5 kg, e.g. about right.", "Is that OK?", "Yes!", "first item", "second item"]
+            vec![
+                "Hi Ann,",
+                "The total is 3.5 kg, e.g. about right.",
+                "Is that OK?",
+                "Yes!",
+                "first item",
+                "second item"
+            ]
         );
     }
 

@@ -32,11 +32,23 @@ pub struct Source<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
-    Task { message: MessageRowId, task: TaskId },
+    Task {
+        message: MessageRowId,
+        task: TaskId,
+    },
     /// Already received; `task` is the first copy's task, if it made one.
-    Duplicate { message: MessageRowId, task: Option<TaskId> },
-    Ignored { message: MessageRowId, reason: String },
-    Quarantined { message: MessageRowId, reason: String },
+    Duplicate {
+        message: MessageRowId,
+        task: Option<TaskId>,
+    },
+    Ignored {
+        message: MessageRowId,
+        reason: String,
+    },
+    Quarantined {
+        message: MessageRowId,
+        reason: String,
+    },
     /// The nonce was seen before; nothing stored.
     Replayed,
 }
@@ -74,7 +86,11 @@ impl Intake {
         let sha256 = hex::encode(Sha256::digest(raw));
         let parsed = parse(raw, &self.limits);
         let (message_id, sender, subject) = match &parsed {
-            Ok(p) => (p.email.message_id.clone(), p.email.from.as_ref().map(|f| f.address.clone()), Some(p.email.subject.clone())),
+            Ok(p) => (
+                p.email.message_id.clone(),
+                p.email.from.as_ref().map(|f| f.address.clone()),
+                Some(p.email.subject.clone()),
+            ),
             Err(_) => (None, None, None),
         };
         let dedupe_key = match &message_id {

@@ -73,7 +73,10 @@ impl Verifier {
         let keys = secrets
             .iter()
             .enumerate()
-            .map(|(i, s)| decode_secret(s.expose_secret()).with_context(|| format!("SWARM_WEBHOOK_SECRETS entry {}", i + 1)))
+            .map(|(i, s)| {
+                decode_secret(s.expose_secret())
+                    .with_context(|| format!("SWARM_WEBHOOK_SECRETS entry {}", i + 1))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { keys, tolerance })
     }
@@ -81,8 +84,10 @@ impl Verifier {
     /// Checks one request at time `now` (Unix seconds). Returns the webhook-id on success.
     pub fn verify<'a>(&self, h: SignedHeaders<'a>, body: &[u8], now: i64) -> Result<&'a str, VerifyError> {
         let id = h.id.filter(|s| !s.is_empty()).ok_or(VerifyError::Missing("webhook-id"))?;
-        let ts_text = h.timestamp.filter(|s| !s.is_empty()).ok_or(VerifyError::Missing("webhook-timestamp"))?;
-        let signatures = h.signature.filter(|s| !s.is_empty()).ok_or(VerifyError::Missing("webhook-signature"))?;
+        let ts_text =
+            h.timestamp.filter(|s| !s.is_empty()).ok_or(VerifyError::Missing("webhook-timestamp"))?;
+        let signatures =
+            h.signature.filter(|s| !s.is_empty()).ok_or(VerifyError::Missing("webhook-signature"))?;
         let ts: i64 = ts_text.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
         if now.abs_diff(ts) > self.tolerance.as_secs() {
             return Err(VerifyError::OutsideWindow(self.tolerance.as_secs()));
@@ -131,13 +136,19 @@ mod tests {
     #[test]
     fn valid_signature_is_accepted() {
         let sig = signed(SECRET, "msg_1", NOW, b"body");
-        assert_eq!(verifier(&[SECRET]).verify(headers("msg_1", &NOW.to_string(), &sig), b"body", NOW), Ok("msg_1"));
+        assert_eq!(
+            verifier(&[SECRET]).verify(headers("msg_1", &NOW.to_string(), &sig), b"body", NOW),
+            Ok("msg_1")
+        );
     }
 
     #[test]
     fn wrong_secret_is_rejected() {
         let sig = signed(OTHER, "msg_1", NOW, b"body");
-        assert_eq!(verifier(&[SECRET]).verify(headers("msg_1", &NOW.to_string(), &sig), b"body", NOW), Err(VerifyError::NoValidSignature));
+        assert_eq!(
+            verifier(&[SECRET]).verify(headers("msg_1", &NOW.to_string(), &sig), b"body", NOW),
+            Err(VerifyError::NoValidSignature)
+        );
     }
 
     #[test]
@@ -165,7 +176,10 @@ mod tests {
         let v = verifier(&[SECRET]);
         for ts in [NOW - 301, NOW + 301] {
             let sig = signed(SECRET, "msg_1", ts, b"body");
-            assert_eq!(v.verify(headers("msg_1", &ts.to_string(), &sig), b"body", NOW), Err(VerifyError::OutsideWindow(300)));
+            assert_eq!(
+                v.verify(headers("msg_1", &ts.to_string(), &sig), b"body", NOW),
+                Err(VerifyError::OutsideWindow(300))
+            );
         }
         let ts = NOW - 299;
         let sig = signed(SECRET, "msg_1", ts, b"body");
@@ -188,7 +202,8 @@ mod tests {
 
     #[test]
     fn bad_secrets_are_reported_by_position_only() {
-        let err = Verifier::new(&[SecretString::from("whsec_!!!".to_string())], Duration::from_secs(1)).expect_err("bad");
+        let err = Verifier::new(&[SecretString::from("whsec_!!!".to_string())], Duration::from_secs(1))
+            .expect_err("bad");
         let text = format!("{err:#}");
         assert!(text.contains("entry 1") && !text.contains("!!!"), "{text}");
     }

@@ -91,7 +91,8 @@ pub struct ReplyContent {
 impl ReplyContent {
     pub fn new(task: TaskId, original: &InboundEmail, summary: Vec<String>, sections: Vec<Section>) -> Self {
         // Quote the request itself (the new text), not the history it carried.
-        let request = if original.new_text.trim().is_empty() { &original.body_text } else { &original.new_text };
+        let request =
+            if original.new_text.trim().is_empty() { &original.body_text } else { &original.new_text };
         let lines: Vec<String> = request.lines().map(str::to_owned).collect();
         let sender = original.from.as_ref().map_or("you", |m| m.address.as_str());
         let quote_intro = match &original.date {
@@ -125,7 +126,9 @@ pub fn reply_subject(original: &str, task: TaskId) -> String {
     let mut s = one_line(original);
     loop {
         let lower = s.to_ascii_lowercase();
-        let stripped = ["re:", "aw:", "sv:", "antw:"].iter().find_map(|p| lower.starts_with(p).then(|| s[p.len()..].trim_start().to_owned()));
+        let stripped = ["re:", "aw:", "sv:", "antw:"]
+            .iter()
+            .find_map(|p| lower.starts_with(p).then(|| s[p.len()..].trim_start().to_owned()));
         match stripped {
             Some(rest) => s = rest,
             None => break,
@@ -207,11 +210,7 @@ pub fn compose(
     let text = crlf(&templates.render("reply.txt", content)?);
     let html = crlf(&templates.render("reply.html", content)?);
     let message_id = MessageId::generate(from.domain());
-    let to_name = original
-        .from
-        .as_ref()
-        .filter(|m| m.address == to.as_str())
-        .and_then(|m| m.name.clone());
+    let to_name = original.from.as_ref().filter(|m| m.address == to.as_str()).and_then(|m| m.name.clone());
 
     let mut builder = lettre::Message::builder()
         .from(Mailbox::new(Some("SwarmDirector".into()), from.as_str().parse().context("our From address")?))

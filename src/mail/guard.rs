@@ -8,7 +8,13 @@ use crate::mail::ParsedMail;
 
 /// Local parts that only machines send from.
 const AUTOMATED_SENDERS: &[&str] = &[
-    "mailer-daemon", "postmaster", "no-reply", "noreply", "do-not-reply", "donotreply", "bounce",
+    "mailer-daemon",
+    "postmaster",
+    "no-reply",
+    "noreply",
+    "do-not-reply",
+    "donotreply",
+    "bounce",
     "bounces",
 ];
 
@@ -46,7 +52,10 @@ pub fn check(mail: &ParsedMail, own: &EmailAddress) -> Result<EmailAddress, Stri
     if from == *own || e.reply_to.as_deref() == Some(own.as_str()) {
         return Err(format!("mail loop: sent from our own address {own}"));
     }
-    if e.message_id.as_deref().is_some_and(|id| id.starts_with("swarm.") && id.ends_with(&format!("@{}", own.domain()))) {
+    if e.message_id
+        .as_deref()
+        .is_some_and(|id| id.starts_with("swarm.") && id.ends_with(&format!("@{}", own.domain())))
+    {
         return Err("mail loop: carries a Message-ID we generated".into());
     }
     match &e.reply_to {
@@ -68,7 +77,8 @@ mod tests {
 
     #[test]
     fn ordinary_mail_is_answered_at_its_reply_to() {
-        let to = verdict("From: Ann <ann@x.org>\r\nReply-To: team@x.org\r\nSubject: hi\r\n\r\nhello").expect("ok");
+        let to =
+            verdict("From: Ann <ann@x.org>\r\nReply-To: team@x.org\r\nSubject: hi\r\n\r\nhello").expect("ok");
         assert_eq!(to.as_str(), "team@x.org");
         let to = verdict("From: Ann <ann@x.org>\r\nSubject: hi\r\n\r\nhello").expect("ok");
         assert_eq!(to.as_str(), "ann@x.org");

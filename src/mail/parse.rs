@@ -174,10 +174,7 @@ fn message_ids(value: &HeaderValue<'_>) -> Vec<String> {
 fn to_inbound(m: &Message<'_>) -> InboundEmail {
     let from = m.from().and_then(|a| a.first()).and_then(|addr| {
         let address = EmailAddress::parse(addr.address()?).ok()?;
-        Some(Mailbox {
-            name: addr.name().map(one_line).filter(|n| !n.is_empty()),
-            address: address.into(),
-        })
+        Some(Mailbox { name: addr.name().map(one_line).filter(|n| !n.is_empty()), address: address.into() })
     });
     let (body_text, from_html) = body_text(m);
     let new_text = quote::new_text(&body_text);
@@ -207,16 +204,15 @@ fn body_text(m: &Message<'_>) -> (String, bool) {
     if !texts.is_empty() {
         return (normalize_newlines(&texts.join("\n")), false);
     }
-    let htmls: Vec<String> = (0..m.html_body_count()).filter_map(|i| m.body_html(i)).map(|h| html_to_text(&h)).collect();
+    let htmls: Vec<String> =
+        (0..m.html_body_count()).filter_map(|i| m.body_html(i)).map(|h| html_to_text(&h)).collect();
     (normalize_newlines(&htmls.join("\n")), !htmls.is_empty())
 }
 
 /// HTML → plain text with html2text; blockquotes come out as `> ` lines, so quote stripping
 /// works on HTML-only replies too.
 pub fn html_to_text(html: &str) -> String {
-    html2text::config::plain()
-        .string_from_read(html.as_bytes(), 10_000)
-        .unwrap_or_else(|_| html.to_owned())
+    html2text::config::plain().string_from_read(html.as_bytes(), 10_000).unwrap_or_else(|_| html.to_owned())
 }
 
 fn normalize_newlines(s: &str) -> String {
@@ -261,12 +257,16 @@ fn signals(m: &Message<'_>) -> Signals {
     let raw = |name: &str| m.header_raw(name).map(|v| one_line(v).to_ascii_lowercase());
     let report_type = m
         .content_type()
-        .filter(|ct| ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report")))
+        .filter(|ct| {
+            ct.ctype().eq_ignore_ascii_case("multipart")
+                && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))
+        })
         .map(|ct| ct.attribute("report-type").unwrap_or("").to_ascii_lowercase());
     let return_path = raw("Return-Path");
     Signals {
         auto_submitted: raw("Auto-Submitted"),
-        null_return_path: return_path.is_some_and(|r| r.trim_matches(|c| c == '<' || c == '>' || c == ' ').is_empty()),
+        null_return_path: return_path
+            .is_some_and(|r| r.trim_matches(|c| c == '<' || c == '>' || c == ' ').is_empty()),
         report_type,
         precedence: raw("Precedence"),
         x_autoreply: raw("X-Autoreply").is_some() || raw("X-Autorespond").is_some(),

@@ -32,12 +32,8 @@ pub fn new_text(body: &str) -> String {
             break;
         }
     }
-    let kept: Vec<&str> = lines[..cut_at]
-        .iter()
-        .zip(&keep)
-        .filter(|(_, k)| **k)
-        .map(|(l, _)| l.trim_end())
-        .collect();
+    let kept: Vec<&str> =
+        lines[..cut_at].iter().zip(&keep).filter(|(_, k)| **k).map(|(l, _)| l.trim_end()).collect();
     let text = collapse_blank_lines(&kept);
     if text.is_empty() { body.trim().to_owned() } else { text }
 }
@@ -57,7 +53,8 @@ fn drop_attribution_before(lines: &[&str], quoted: usize, keep: &mut [bool]) {
     }
     let end = j;
     let mut start = end;
-    while start > 0 && end - start < 3 && !lines[start - 1].trim().is_empty() && !is_quoted(lines[start - 1]) {
+    while start > 0 && end - start < 3 && !lines[start - 1].trim().is_empty() && !is_quoted(lines[start - 1])
+    {
         start -= 1;
         let joined: String = lines[start..end].iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ");
         if looks_like_attribution(&joined) {
@@ -83,8 +80,19 @@ fn looks_like_attribution(text: &str) -> bool {
 }
 
 const WROTE_WORDS: &[&str] = &[
-    "wrote", "writes", "schrieb", "a écrit", "escribió", "scrisse", "schreef", "skrev", "napisał",
-    "написал", "escreveu", "kirjoitti", "írta",
+    "wrote",
+    "writes",
+    "schrieb",
+    "a écrit",
+    "escribió",
+    "scrisse",
+    "schreef",
+    "skrev",
+    "napisał",
+    "написал",
+    "escreveu",
+    "kirjoitti",
+    "írta",
 ];
 
 fn has_wrote_word(lower: &str) -> bool {
@@ -95,17 +103,29 @@ fn is_history_start(lines: &[&str], i: usize) -> bool {
     let t = lines[i].trim().trim_matches('*');
     let lower = t.to_lowercase();
     let dashes = lower.trim_matches(|c: char| c == '-' || c == ' ');
-    if lower.starts_with("--") && (dashes.starts_with("original message") || dashes.starts_with("ursprüngliche nachricht") || dashes.starts_with("message d'origine") || dashes.starts_with("forwarded message")) {
+    if lower.starts_with("--")
+        && (dashes.starts_with("original message")
+            || dashes.starts_with("ursprüngliche nachricht")
+            || dashes.starts_with("message d'origine")
+            || dashes.starts_with("forwarded message"))
+    {
         return true;
     }
     // Outlook: "From: ..." then "Sent:" / "Date:" within the next lines.
     if header_field(&lower, &["from:", "von:", "de:"]) {
         return lines.iter().skip(i + 1).take(4).any(|l| {
-            header_field(&l.trim().trim_matches('*').to_lowercase(), &["sent:", "date:", "gesendet:", "envoyé:", "to:"])
+            header_field(
+                &l.trim().trim_matches('*').to_lowercase(),
+                &["sent:", "date:", "gesendet:", "envoyé:", "to:"],
+            )
         });
     }
     if lower.chars().count() >= 10 && lower.chars().all(|c| c == '_') {
-        return lines.iter().skip(i + 1).take(3).any(|l| header_field(&l.trim().to_lowercase(), &["from:", "von:", "de:"]));
+        return lines
+            .iter()
+            .skip(i + 1)
+            .take(3)
+            .any(|l| header_field(&l.trim().to_lowercase(), &["from:", "von:", "de:"]));
     }
     // "On ... wrote:" (possibly wrapped onto a second line) with no `>` lines after it: everything
     // below is history. When `>` lines follow, rule 2 drops the attribution instead.
@@ -133,9 +153,16 @@ fn is_signature_start(t: &str) -> bool {
     let lower = t.to_lowercase();
     t == "--"
         || t == "-- "
-        || ["sent from my ", "sent from mail for windows", "get outlook for ", "sent from yahoo mail", "sent with sparrow", "von meinem iphone gesendet"]
-            .iter()
-            .any(|p| lower.starts_with(p))
+        || [
+            "sent from my ",
+            "sent from mail for windows",
+            "get outlook for ",
+            "sent from yahoo mail",
+            "sent with sparrow",
+            "von meinem iphone gesendet",
+        ]
+        .iter()
+        .any(|p| lower.starts_with(p))
 }
 
 fn collapse_blank_lines(lines: &[&str]) -> String {
@@ -164,7 +191,8 @@ mod tests {
 
     #[test]
     fn gmail_attribution_wrapped_over_two_lines() {
-        let body = "Sounds good.\n\nOn Mon, Apr 2, 2012 at 6:26 PM, Megan One <\nxxx@gmail.com> wrote:\n\n> Hi\n";
+        let body =
+            "Sounds good.\n\nOn Mon, Apr 2, 2012 at 6:26 PM, Megan One <\nxxx@gmail.com> wrote:\n\n> Hi\n";
         assert_eq!(new_text(body), "Sounds good.");
     }
 
@@ -195,7 +223,10 @@ mod tests {
     #[test]
     fn signature_and_mobile_footer_are_cut() {
         assert_eq!(new_text("Hello\n\n-- \nBob\nACME Inc.\n"), "Hello");
-        assert_eq!(new_text("Hello\n\nSent from my iPhone\n\nOn Apr 3, 2012, at 4:19 PM, bob wrote:\n\n> Hi"), "Hello");
+        assert_eq!(
+            new_text("Hello\n\nSent from my iPhone\n\nOn Apr 3, 2012, at 4:19 PM, bob wrote:\n\n> Hi"),
+            "Hello"
+        );
     }
 
     #[test]

@@ -51,11 +51,17 @@ impl Transport {
         match self {
             Self::Files(dir) => write_file(dir, task, message_id, bytes).await,
             Self::Smtp(smtp) => {
-                let parse = |a: &str| a.parse().map_err(|e| SendError { permanent: true, message: format!("address {a}: {e}") });
+                let parse = |a: &str| {
+                    a.parse().map_err(|e| SendError { permanent: true, message: format!("address {a}: {e}") })
+                };
                 let envelope = Envelope::new(Some(parse(from)?), vec![parse(to)?])
                     .map_err(|e| SendError { permanent: true, message: e.to_string() })?;
                 match smtp.send_raw(&envelope, bytes).await {
-                    Ok(response) => Ok(format!("smtp {} {}", response.code(), response.message().collect::<Vec<_>>().join(" "))),
+                    Ok(response) => Ok(format!(
+                        "smtp {} {}",
+                        response.code(),
+                        response.message().collect::<Vec<_>>().join(" ")
+                    )),
                     Err(e) => Err(SendError { permanent: e.is_permanent(), message: e.to_string() }),
                 }
             }
@@ -66,7 +72,8 @@ impl Transport {
 /// Plain SMTP from `smtp://[user:password@]host[:port]` (port 25 by default). TLS (smtps://,
 /// STARTTLS) is not supported yet and is refused rather than silently downgraded.
 fn plain_smtp(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
-    let rest = url.strip_prefix("smtp://").context("SMTP_URL must start with smtp:// (TLS is not supported yet)")?;
+    let rest =
+        url.strip_prefix("smtp://").context("SMTP_URL must start with smtp:// (TLS is not supported yet)")?;
     let rest = rest.trim_end_matches('/');
     let (credentials, host_port) = match rest.rsplit_once('@') {
         Some((c, h)) => (Some(c), h),
@@ -80,14 +87,24 @@ fn plain_smtp(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).port(port);
     if let Some(c) = credentials {
         let (user, password) = c.split_once(':').context("SMTP_URL credentials must be user:password")?;
-        builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(user.into(), password.into()));
+        builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+            user.into(),
+            password.into(),
+        ));
     }
     Ok(builder.build())
 }
 
-async fn write_file(dir: &std::path::Path, task: Option<i64>, message_id: &str, bytes: &[u8]) -> Result<String, SendError> {
+async fn write_file(
+    dir: &std::path::Path,
+    task: Option<i64>,
+    message_id: &str,
+    bytes: &[u8],
+) -> Result<String, SendError> {
     use sha2::Digest;
-    tokio::fs::create_dir_all(dir).await.map_err(|e| SendError::transient(format!("creating {}: {e}", dir.display())))?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| SendError::transient(format!("creating {}: {e}", dir.display())))?;
     // Named after the Message-ID, so a retry of the same delivery overwrites rather than duplicates.
     let tag = hex::encode(&sha2::Sha256::digest(message_id.as_bytes())[..6]);
     let name = match task {
@@ -96,7 +113,11 @@ async fn write_file(dir: &std::path::Path, task: Option<i64>, message_id: &str, 
     };
     let path = dir.join(&name);
     let tmp = dir.join(format!(".{name}.tmp"));
-    tokio::fs::write(&tmp, bytes).await.map_err(|e| SendError::transient(format!("writing {}: {e}", tmp.display())))?;
-    tokio::fs::rename(&tmp, &path).await.map_err(|e| SendError::transient(format!("renaming to {}: {e}", path.display())))?;
+    tokio::fs::write(&tmp, bytes)
+        .await
+        .map_err(|e| SendError::transient(format!("writing {}: {e}", tmp.display())))?;
+    tokio::fs::rename(&tmp, &path)
+        .await
+        .map_err(|e| SendError::transient(format!("renaming to {}: {e}", path.display())))?;
     Ok(path.display().to_string())
 }

@@ -59,8 +59,22 @@ struct StepResult {
 }
 
 impl Orchestrator {
-    pub fn new(store: Store, templates: Templates, from: EmailAddress, owner: String, lease: Duration) -> Self {
-        Self { store, agents: Registry::local(), workflows: vec![Workflow::default_local()], templates, from, owner, lease }
+    pub fn new(
+        store: Store,
+        templates: Templates,
+        from: EmailAddress,
+        owner: String,
+        lease: Duration,
+    ) -> Self {
+        Self {
+            store,
+            agents: Registry::local(),
+            workflows: vec![Workflow::default_local()],
+            templates,
+            from,
+            owner,
+            lease,
+        }
     }
 
     /// The workflow new tasks get.
@@ -84,7 +98,8 @@ impl Orchestrator {
     #[instrument(skip_all, fields(task_id = task.id, attempt = task.attempts))]
     async fn run(&self, task: ClaimedTask) -> Result<()> {
         anyhow::ensure!(task.attempts <= MAX_ATTEMPTS, "gave up after {MAX_ATTEMPTS} attempts");
-        let email: InboundEmail = serde_json::from_str(&task.input).context("task input is not a stored email")?;
+        let email: InboundEmail =
+            serde_json::from_str(&task.input).context("task input is not a stored email")?;
         let workflow = self
             .workflows
             .iter()
@@ -117,7 +132,15 @@ impl Orchestrator {
             let finished = futures_util::future::join_all(runs).await;
             for ((agent, _, step), (outcome, took)) in started.iter().zip(finished) {
                 let took_ms = took.as_millis() as u64;
-                self.store.finish_step(task.id, *step, agent.name(), outcome.as_ref().map_err(String::as_str), took_ms).await?;
+                self.store
+                    .finish_step(
+                        task.id,
+                        *step,
+                        agent.name(),
+                        outcome.as_ref().map_err(String::as_str),
+                        took_ms,
+                    )
+                    .await?;
                 if let Ok(v) = &outcome {
                     outputs.insert(agent.name().to_owned(), v.clone());
                 }
@@ -149,7 +172,13 @@ impl Orchestrator {
         Ok(())
     }
 
-    fn reply_content(&self, task: TaskId, workflow: &Workflow, email: &InboundEmail, results: &[StepResult]) -> ReplyContent {
+    fn reply_content(
+        &self,
+        task: TaskId,
+        workflow: &Workflow,
+        email: &InboundEmail,
+        results: &[StepResult],
+    ) -> ReplyContent {
         let mut summary = Vec::new();
         let mut sections = Vec::new();
         for r in results {

@@ -40,7 +40,11 @@ impl Outbox {
         let Some(d) = self.store.claim_delivery(&self.owner, self.lease).await? else {
             return Ok(false);
         };
-        match self.transport.send(d.task_id, &d.message_id, &d.envelope_from, &d.envelope_to, &d.payload).await {
+        match self
+            .transport
+            .send(d.task_id, &d.message_id, &d.envelope_from, &d.envelope_to, &d.payload)
+            .await
+        {
             Ok(location) => {
                 info!(delivery = d.id, message_id = %d.message_id, %location, "delivered");
                 self.store.delivery_succeeded(&d, &self.owner, &location).await?;
@@ -50,7 +54,8 @@ impl Outbox {
                 self.store.delivery_failed(&d, &self.owner, &e.message, None).await?;
             }
             Err(e) => {
-                let retry_at = Utc::now() + chrono::Duration::from_std(backoff(d.attempts)).unwrap_or_default();
+                let retry_at =
+                    Utc::now() + chrono::Duration::from_std(backoff(d.attempts)).unwrap_or_default();
                 warn!(delivery = d.id, error = %e, %retry_at, "delivery failed, will retry");
                 self.store.delivery_failed(&d, &self.owner, &e.message, Some(retry_at)).await?;
             }

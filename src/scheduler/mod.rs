@@ -23,7 +23,9 @@ pub struct Job {
 pub const JOBS: &[Job] = &[Job {
     name: "purge-webhook-nonces",
     schedule: "0 */10 * * * *",
-    run: |store| Box::pin(async move { Ok(format!("{} expired nonces purged", store.purge_expired_nonces().await?)) }),
+    run: |store| {
+        Box::pin(async move { Ok(format!("{} expired nonces purged", store.purge_expired_nonces().await?)) })
+    },
 }];
 
 /// Runs the jobs on their schedules until `stop` changes.
@@ -40,7 +42,11 @@ pub async fn run(store: Store, mut stop: watch::Receiver<bool>) {
         .collect();
     loop {
         let now = Utc::now();
-        let Some((job, at)) = schedules.iter().filter_map(|(job, s)| s.after(&now).next().map(|at| (*job, at))).min_by_key(|(_, at)| *at) else {
+        let Some((job, at)) = schedules
+            .iter()
+            .filter_map(|(job, s)| s.after(&now).next().map(|at| (*job, at)))
+            .min_by_key(|(_, at)| *at)
+        else {
             return;
         };
         let wait = (at - now).to_std().unwrap_or_default();

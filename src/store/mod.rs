@@ -89,11 +89,23 @@ pub struct Nonce<'a> {
 /// Result of [`Store::accept_message`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {
-    Task { message: MessageRowId, task: TaskId },
-    Ignored { message: MessageRowId, reason: String },
-    Quarantined { message: MessageRowId, reason: String },
+    Task {
+        message: MessageRowId,
+        task: TaskId,
+    },
+    Ignored {
+        message: MessageRowId,
+        reason: String,
+    },
+    Quarantined {
+        message: MessageRowId,
+        reason: String,
+    },
     /// Seen before: nothing new stored; the first copy's ids.
-    Duplicate { message: MessageRowId, task: Option<TaskId> },
+    Duplicate {
+        message: MessageRowId,
+        task: Option<TaskId>,
+    },
     /// The nonce was used before; nothing stored.
     Replayed,
 }
@@ -290,10 +302,11 @@ impl Store {
             .or_else(|| url.strip_prefix("sqlite:"))
             .with_context(|| format!("DATABASE_URL must start with sqlite:// (got {:?})", redact(url)))?;
         let file = path.split('?').next().unwrap_or_default();
-        if !file.is_empty() && file != ":memory:" {
-            if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            }
+        if !file.is_empty()
+            && file != ":memory:"
+            && let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| format!("parsing DATABASE_URL {:?}", redact(url)))?
@@ -397,8 +410,9 @@ impl Store {
                 .bind(first)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let mut event = AuditEvent::new(actor, "message.duplicate", format!("message:{first}"))
-                .details(json!({"source": msg.source, "source_key": msg.source_key, "dedupe_key": msg.dedupe_key}));
+            let mut event = AuditEvent::new(actor, "message.duplicate", format!("message:{first}")).details(
+                json!({"source": msg.source, "source_key": msg.source_key, "dedupe_key": msg.dedupe_key}),
+            );
             event.task_id = task;
             append_audit(&mut tx, event).await?;
             tx.commit().await?;
@@ -639,7 +653,9 @@ impl Store {
         }
         append_audit(
             &mut tx,
-            AuditEvent::new("worker", "task.failed", format!("task:{task}")).task(task).details(json!({"error": error})),
+            AuditEvent::new("worker", "task.failed", format!("task:{task}"))
+                .task(task)
+                .details(json!({"error": error})),
         )
         .await?;
         tx.commit().await?;
@@ -771,11 +787,10 @@ impl Store {
             sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'sending')")
                 .fetch_one(db)
                 .await?;
-        let last_inbound = sqlx::query_as(
-            "SELECT source, MAX(received_at) FROM messages GROUP BY source ORDER BY source",
-        )
-        .fetch_all(db)
-        .await?;
+        let last_inbound =
+            sqlx::query_as("SELECT source, MAX(received_at) FROM messages GROUP BY source ORDER BY source")
+                .fetch_all(db)
+                .await?;
         let recent = sqlx::query_as(
             "SELECT id, message_id, created_at, updated_at, sender, reply_to, subject, workflow, status,
                     attempts, started_at, finished_at, error

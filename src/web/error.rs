@@ -26,7 +26,13 @@ impl ApiError {
     }
 
     pub fn unauthorized_admin() -> Self {
-        Self { challenge: true, ..Self::new(StatusCode::UNAUTHORIZED, "admin token required: Authorization: Bearer <SWARM_ADMIN_TOKEN>") }
+        Self {
+            challenge: true,
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "admin token required: Authorization: Bearer <SWARM_ADMIN_TOKEN>",
+            )
+        }
     }
 }
 
@@ -34,7 +40,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(json!({"error": self.message}))).into_response();
         if self.challenge {
-            response.headers_mut().insert(WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Basic realm=\"SwarmDirector\""));
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"SwarmDirector\""),
+            );
         }
         response
     }

@@ -9,22 +9,39 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-use super::{AppState, ApiError};
-use crate::intake::{Outcome, Source};
+use super::{ApiError, AppState};
 use crate::intake::webhook::SignedHeaders;
+use crate::intake::{Outcome, Source};
 
 pub const SOURCE: &str = "webhook:raw";
 
-pub async fn raw(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn raw(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Some(verifier) = &state.verifier else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "/inbound/raw is disabled: set SWARM_WEBHOOK_SECRETS to enable it"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "/inbound/raw is disabled: set SWARM_WEBHOOK_SECRETS to enable it",
+        ));
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let signed = SignedHeaders { id: header("webhook-id"), timestamp: header("webhook-timestamp"), signature: header("webhook-signature") };
+    let signed = SignedHeaders {
+        id: header("webhook-id"),
+        timestamp: header("webhook-timestamp"),
+        signature: header("webhook-signature"),
+    };
     let id = verifier
         .verify(signed, &body, chrono::Utc::now().timestamp())
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    let media = header(CONTENT_TYPE.as_str()).unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = header(CONTENT_TYPE.as_str())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if media != "message/rfc822" {
         return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be message/rfc822"));
     }
@@ -41,9 +58,15 @@ pub async fn raw(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
             state.task_wake.notify_one();
             json!({"outcome": "task", "task_id": task, "message": message})
         }
-        Outcome::Duplicate { message, task } => json!({"outcome": "duplicate", "task_id": task, "message": message}),
-        Outcome::Ignored { message, reason } => json!({"outcome": "ignored", "message": message, "reason": reason}),
-        Outcome::Quarantined { message, reason } => json!({"outcome": "quarantined", "message": message, "reason": reason}),
+        Outcome::Duplicate { message, task } => {
+            json!({"outcome": "duplicate", "task_id": task, "message": message})
+        }
+        Outcome::Ignored { message, reason } => {
+            json!({"outcome": "ignored", "message": message, "reason": reason})
+        }
+        Outcome::Quarantined { message, reason } => {
+            json!({"outcome": "quarantined", "message": message, "reason": reason})
+        }
     };
     Ok((StatusCode::ACCEPTED, Json(reply)))
 }

@@ -63,7 +63,16 @@ impl AppState {
                 tracing::error!(template = name, error = %e, "page template does not compile");
             }
         }
-        Self { store, intake, verifier, webhook_tolerance, admin_token, task_wake, max_body_bytes, pages: Arc::new(env) }
+        Self {
+            store,
+            intake,
+            verifier,
+            webhook_tolerance,
+            admin_token,
+            task_wake,
+            max_body_bytes,
+            pages: Arc::new(env),
+        }
     }
 
     fn render(&self, name: &str, ctx: Value) -> Result<Html<String>, ApiError> {
@@ -75,7 +84,9 @@ impl AppState {
     /// Basic with the token as password (so a browser can log in).
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(token) = &self.admin_token else { return Ok(()) };
-        if presented_token(headers).is_some_and(|t| constant_time_eq(t.as_bytes(), token.expose_secret().as_bytes())) {
+        if presented_token(headers)
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.expose_secret().as_bytes()))
+        {
             Ok(())
         } else {
             Err(ApiError::unauthorized_admin())
@@ -118,7 +129,11 @@ async fn health(State(state): State<AppState>) -> Response {
         Ok(()) => Json(json!({"status": "ok", "database": "ok"})).into_response(),
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "health check: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "database": "unreachable"}))).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "database": "unreachable"})),
+            )
+                .into_response()
         }
     }
 }
@@ -126,7 +141,10 @@ async fn health(State(state): State<AppState>) -> Response {
 use axum::Json;
 
 fn duration_text(start: Option<&str>, end: Option<&str>) -> String {
-    match (start.and_then(|s| DateTime::parse_from_rfc3339(s).ok()), end.and_then(|s| DateTime::parse_from_rfc3339(s).ok())) {
+    match (
+        start.and_then(|s| DateTime::parse_from_rfc3339(s).ok()),
+        end.and_then(|s| DateTime::parse_from_rfc3339(s).ok()),
+    ) {
         (Some(s), Some(e)) => format!("{} ms", (e - s).num_milliseconds()),
         _ => String::new(),
     }
@@ -135,8 +153,11 @@ fn duration_text(start: Option<&str>, end: Option<&str>) -> String {
 async fn status_page(State(state): State<AppState>, headers: HeaderMap) -> Result<Html<String>, ApiError> {
     state.authorize(&headers)?;
     let overview = state.store.overview(20).await.map_err(ApiError::internal)?;
-    let durations: Vec<String> =
-        overview.recent.iter().map(|t| duration_text(t.started_at.as_deref(), t.finished_at.as_deref())).collect();
+    let durations: Vec<String> = overview
+        .recent
+        .iter()
+        .map(|t| duration_text(t.started_at.as_deref(), t.finished_at.as_deref()))
+        .collect();
     state.render("status.html", json!({"overview": overview, "durations": durations}))
 }
 
@@ -154,14 +175,22 @@ pub async fn task_report(store: &Store, id: i64) -> anyhow::Result<Option<Value>
     Ok(Some(json!({"task": task, "steps": steps, "reply": reply, "deliveries": deliveries})))
 }
 
-async fn task_api(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn task_api(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     state.authorize(&headers)?;
     let id = parse_id(&id)?;
     let report = task_report(&state.store, id).await.map_err(ApiError::internal)?;
     report.map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no task {id}")))
 }
 
-async fn task_page(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Html<String>, ApiError> {
+async fn task_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Html<String>, ApiError> {
     state.authorize(&headers)?;
     let id = parse_id(&id)?;
     let report = task_report(&state.store, id).await.map_err(ApiError::internal)?;
@@ -179,7 +208,11 @@ struct AuditQuery {
 /// Parses an RFC 3339 bound of an audit export.
 pub fn parse_bound(name: &str, value: Option<&str>) -> Result<Option<DateTime<chrono::Utc>>, String> {
     value
-        .map(|v| DateTime::parse_from_rfc3339(v).map(|d| d.to_utc()).map_err(|_| format!("{name} must be an RFC 3339 time, e.g. 2026-11-22T00:00:00Z")))
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|d| d.to_utc())
+                .map_err(|_| format!("{name} must be an RFC 3339 time, e.g. 2026-11-22T00:00:00Z"))
+        })
         .transpose()
 }
 
@@ -189,7 +222,10 @@ async fn audit_csv(
     axum::extract::Query(q): axum::extract::Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
     if state.admin_token.is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "the audit export is disabled: set SWARM_ADMIN_TOKEN to enable it"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "the audit export is disabled: set SWARM_ADMIN_TOKEN to enable it",
+        ));
     }
     state.authorize(&headers)?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
@@ -204,7 +240,10 @@ async fn audit_csv(
     Ok((
         [
             (CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8; header=present")),
-            (axum::http::header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"audit.csv\"")),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"audit.csv\""),
+            ),
         ],
         body,
     )

@@ -51,7 +51,14 @@ fn is_name(word: &str) -> bool {
 fn assignee(sentence: &str) -> (Option<String>, Option<String>) {
     let words: Vec<&str> = sentence.split_whitespace().collect();
     if let Some(at) = words.iter().find(|w| w.starts_with('@') && w.len() > 1) {
-        return (Some(at.trim_matches(|c: char| !c.is_alphanumeric() && c != '@' && c != '.' && c != '_').trim_end_matches('.').to_owned()), None);
+        return (
+            Some(
+                at.trim_matches(|c: char| !c.is_alphanumeric() && c != '@' && c != '.' && c != '_')
+                    .trim_end_matches('.')
+                    .to_owned(),
+            ),
+            None,
+        );
     }
     // "Bob, please ..." / "Bob and Ann, could you ..."
     if let Some((head, _)) = sentence.split_once(',') {

@@ -87,8 +87,18 @@ mod tests {
     #[test]
     fn text_attachments_are_summarized_binary_ones_listed() {
         let out = Attachments.run(vec![
-            Attachment { name: Some("notes.txt".into()), content_type: "text/plain".into(), size_bytes: 40, text: Some("The deploy failed twice. Deploy logs are attached.".into()) },
-            Attachment { name: Some("photo.png".into()), content_type: "image/png".into(), size_bytes: 2048, text: None },
+            Attachment {
+                name: Some("notes.txt".into()),
+                content_type: "text/plain".into(),
+                size_bytes: 40,
+                text: Some("The deploy failed twice. Deploy logs are attached.".into()),
+            },
+            Attachment {
+                name: Some("photo.png".into()),
+                content_type: "image/png".into(),
+                size_bytes: 2048,
+                text: None,
+            },
         ]);
         assert_eq!(out.count, 2);
         assert_eq!(out.total_bytes, 2088);

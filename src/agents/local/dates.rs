@@ -16,8 +16,18 @@
 use chrono::{Datelike, Duration, NaiveDate, Weekday};
 
 const MONTHS: &[&str] = &[
-    "january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-    "november", "december",
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
 ];
 
 const WEEKDAYS: &[(&str, Weekday)] = &[
@@ -30,7 +40,8 @@ const WEEKDAYS: &[(&str, Weekday)] = &[
     ("sunday", Weekday::Sun),
 ];
 
-const NUMBER_WORDS: &[&str] = &["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"];
+const NUMBER_WORDS: &[&str] =
+    &["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"];
 
 /// The first deadline phrase in `sentence` and its date.
 pub fn find_due(sentence: &str, base: NaiveDate) -> Option<(NaiveDate, String)> {
@@ -142,7 +153,8 @@ fn match_at(t: &[String], i: usize, base: NaiveDate) -> Option<(NaiveDate, Strin
     }
     if w == "end" || w == "close" {
         // "end of (the) day|week|month", "close of business"
-        let skip = if next(1) == Some("of") { if next(2) == Some("the") { 3 } else { 2 } } else { return None };
+        let skip =
+            if next(1) == Some("of") { if next(2) == Some("the") { 3 } else { 2 } } else { return None };
         return match next(skip)? {
             "day" | "business" => Some((base, phrase(skip + 1))),
             "week" => Some((friday_of_week(base), phrase(skip + 1))),
@@ -224,6 +236,9 @@ mod tests {
 
     #[test]
     fn the_phrase_is_reported() {
-        assert_eq!(find_due("by end of the week.", base()).map(|(_, p)| p).as_deref(), Some("end of the week"));
+        assert_eq!(
+            find_due("by end of the week.", base()).map(|(_, p)| p).as_deref(),
+            Some("end of the week")
+        );
     }
 }

@@ -51,13 +51,16 @@ impl LocalAgent for ExecSummary {
         }
         match input.summarize.as_ref().and_then(|s| s.sentences.first()) {
             Some(first) => bullets.push(format!("Gist: {first}")),
-            None if input.summarize.is_some() => bullets.push("Gist: the message has no text to summarize.".into()),
+            None if input.summarize.is_some() => {
+                bullets.push("Gist: the message has no text to summarize.".into())
+            }
             None => missing.push("summarize"),
         }
         match &input.action_items {
             Some(a) if a.items.is_empty() => bullets.push("No action items found.".into()),
             Some(a) => {
-                let earliest = a.items.iter().filter_map(|i| i.due.as_deref().map(|d| (d, i))).min_by_key(|(d, _)| *d);
+                let earliest =
+                    a.items.iter().filter_map(|i| i.due.as_deref().map(|d| (d, i))).min_by_key(|(d, _)| *d);
                 let n = a.items.len();
                 let noun = if n == 1 { "action item" } else { "action items" };
                 bullets.push(match earliest {
@@ -69,9 +72,15 @@ impl LocalAgent for ExecSummary {
         }
         match &input.attachments {
             Some(a) if a.count > 0 => {
-                let names: Vec<&str> = a.attachments.iter().take(3).map(|x| x.name.as_deref().unwrap_or("(unnamed)")).collect();
+                let names: Vec<&str> =
+                    a.attachments.iter().take(3).map(|x| x.name.as_deref().unwrap_or("(unnamed)")).collect();
                 let more = if a.count > 3 { format!(" and {} more", a.count - 3) } else { String::new() };
-                bullets.push(format!("{} attachment(s), {}: {}{more}", a.count, human_size(a.total_bytes), names.join(", ")));
+                bullets.push(format!(
+                    "{} attachment(s), {}: {}{more}",
+                    a.count,
+                    human_size(a.total_bytes),
+                    names.join(", ")
+                ));
             }
             Some(_) => {}
             None => missing.push("attachments"),
@@ -95,12 +104,33 @@ mod tests {
     #[test]
     fn bullets_lead_with_category_gist_and_earliest_deadline() {
         let out = ExecSummary.run(ExecInput {
-            triage: Some(TriageOutput { category: Category::ActionRequest, rule: "request phrase \"could you\"".into(), evidence: None }),
-            summarize: Some(SummaryOutput { method: "textrank".into(), sentences: vec!["Budget is due.".into()], selected: vec![0], sentence_count: 1 }),
+            triage: Some(TriageOutput {
+                category: Category::ActionRequest,
+                rule: "request phrase \"could you\"".into(),
+                evidence: None,
+            }),
+            summarize: Some(SummaryOutput {
+                method: "textrank".into(),
+                sentences: vec!["Budget is due.".into()],
+                selected: vec![0],
+                sentence_count: 1,
+            }),
             action_items: Some(ActionItemsOutput {
                 items: vec![
-                    ActionItem { text: "Send X by Friday.".into(), assignee: None, due: Some("2026-11-27".into()), due_phrase: None, rule: String::new() },
-                    ActionItem { text: "Send Y today.".into(), assignee: None, due: Some("2026-11-20".into()), due_phrase: None, rule: String::new() },
+                    ActionItem {
+                        text: "Send X by Friday.".into(),
+                        assignee: None,
+                        due: Some("2026-11-27".into()),
+                        due_phrase: None,
+                        rule: String::new(),
+                    },
+                    ActionItem {
+                        text: "Send Y today.".into(),
+                        assignee: None,
+                        due: Some("2026-11-20".into()),
+                        due_phrase: None,
+                        rule: String::new(),
+                    },
                 ],
             }),
             attachments: None,

@@ -49,20 +49,72 @@ impl TextInput {
 
 /// Words that open a polite or direct request, and verbs that open an imperative sentence.
 pub(crate) const REQUEST_PHRASES: &[&str] = &[
-    "could you", "can you", "would you", "will you", "would you mind", "i need you to", "we need you to",
-    "i'd like you to", "i would like you to", "you need to", "you must", "you should", "make sure",
-    "don't forget to", "do not forget to", "remember to", "kindly", "let me know", "action required",
+    "could you",
+    "can you",
+    "would you",
+    "will you",
+    "would you mind",
+    "i need you to",
+    "we need you to",
+    "i'd like you to",
+    "i would like you to",
+    "you need to",
+    "you must",
+    "you should",
+    "make sure",
+    "don't forget to",
+    "do not forget to",
+    "remember to",
+    "kindly",
+    "let me know",
+    "action required",
     "please",
 ];
 
 /// "please" phrases that announce information rather than ask for something.
-const NOT_REQUESTS: &[&str] = &["please find", "please note", "please see", "please ignore", "please disregard", "please be aware"];
+const NOT_REQUESTS: &[&str] =
+    &["please find", "please note", "please see", "please ignore", "please disregard", "please be aware"];
 
 pub(crate) const IMPERATIVE_VERBS: &[&str] = &[
-    "send", "review", "prepare", "update", "schedule", "call", "book", "fix", "check", "confirm", "sign",
-    "submit", "forward", "approve", "share", "provide", "complete", "finish", "draft", "write", "arrange",
-    "order", "pay", "reply", "respond", "contact", "add", "remove", "create", "deploy", "investigate",
-    "organize", "organise", "file", "renew", "cancel", "email", "ping", "ask",
+    "send",
+    "review",
+    "prepare",
+    "update",
+    "schedule",
+    "call",
+    "book",
+    "fix",
+    "check",
+    "confirm",
+    "sign",
+    "submit",
+    "forward",
+    "approve",
+    "share",
+    "provide",
+    "complete",
+    "finish",
+    "draft",
+    "write",
+    "arrange",
+    "order",
+    "pay",
+    "reply",
+    "respond",
+    "contact",
+    "add",
+    "remove",
+    "create",
+    "deploy",
+    "investigate",
+    "organize",
+    "organise",
+    "file",
+    "renew",
+    "cancel",
+    "email",
+    "ping",
+    "ask",
 ];
 
 /// The request phrase a sentence uses, if any: a polite request ("could you", "please") or an
@@ -77,7 +129,10 @@ pub(crate) fn request_phrase(sentence: &str) -> Option<String> {
         return Some((*p).to_owned());
     }
     // Imperative: the sentence (after an optional "Name," address) opens with an action verb.
-    let body = lower.split_once(',').filter(|(head, _)| head.split_whitespace().count() <= 2).map_or(lower.as_str(), |(_, rest)| rest);
+    let body = lower
+        .split_once(',')
+        .filter(|(head, _)| head.split_whitespace().count() <= 2)
+        .map_or(lower.as_str(), |(_, rest)| rest);
     let first = body.split_whitespace().next()?.trim_matches(|c: char| !c.is_alphanumeric());
     IMPERATIVE_VERBS.contains(&first).then(|| format!("imperative \"{first}\""))
 }

@@ -26,7 +26,8 @@ pub struct Summarize;
 /// Summarizes `text` into at most `max` sentences.
 pub fn summarize(text: &str, max: usize) -> SummaryOutput {
     let all = sentences(text);
-    let mut content: Vec<String> = all.iter().filter(|s| !is_pleasantry(s)).take(MAX_RANKED).cloned().collect();
+    let mut content: Vec<String> =
+        all.iter().filter(|s| !is_pleasantry(s)).take(MAX_RANKED).cloned().collect();
     if content.is_empty() {
         // A reply that is only "Thanks!" is still what was said.
         content = all.into_iter().take(MAX_RANKED).collect();
@@ -78,7 +79,11 @@ mod tests {
         let o = summarize(text, 3);
         assert_eq!(o.sentence_count, 8);
         assert_eq!(o.sentences.len(), 2);
-        assert!(o.sentences.iter().all(|s| s.contains("migration") || s.contains("atabase")), "{:?}", o.sentences);
+        assert!(
+            o.sentences.iter().all(|s| s.contains("migration") || s.contains("atabase")),
+            "{:?}",
+            o.sentences
+        );
         assert!(!o.sentences.iter().any(|s| s.contains("weekend")));
     }
 

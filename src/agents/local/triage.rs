@@ -39,12 +39,32 @@ pub struct TriageOutput {
     pub evidence: Option<String>,
 }
 
-const NO_ACTION: &[&str] = &["no action needed", "no action required", "no action is needed", "no action is required", "no need to reply", "no reply needed"];
+const NO_ACTION: &[&str] = &[
+    "no action needed",
+    "no action required",
+    "no action is needed",
+    "no action is required",
+    "no need to reply",
+    "no reply needed",
+];
 /// A sentence opening with one of these asks something even without a question mark.
 const WH_WORDS: &[&str] = &["what", "when", "where", "who", "whom", "whose", "why", "how", "which"];
 const REPORT_WORDS: &[&str] = &[
-    "report", "status", "update", "summary", "results", "minutes", "metrics", "incident", "weekly",
-    "monthly", "quarterly", "newsletter", "digest", "postmortem", "changelog",
+    "report",
+    "status",
+    "update",
+    "summary",
+    "results",
+    "minutes",
+    "metrics",
+    "incident",
+    "weekly",
+    "monthly",
+    "quarterly",
+    "newsletter",
+    "digest",
+    "postmortem",
+    "changelog",
 ];
 
 pub struct Triage;
@@ -77,7 +97,11 @@ fn out(category: Category, rule: String, evidence: Option<&str>) -> TriageOutput
 }
 
 fn words(s: &str) -> Vec<String> {
-    s.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_owned).collect()
+    s.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 pub fn classify(subject: &str, text: &str) -> TriageOutput {
@@ -135,7 +159,10 @@ mod tests {
 
     #[test]
     fn categories_follow_the_documented_rules() {
-        assert_eq!(category("Slides", "Hi Ann,\nCould you send me the slides by Friday?\nThanks"), Category::ActionRequest);
+        assert_eq!(
+            category("Slides", "Hi Ann,\nCould you send me the slides by Friday?\nThanks"),
+            Category::ActionRequest
+        );
         assert_eq!(category("Lunch", "Is the meeting still on at noon?"), Category::Question);
         assert_eq!(category("Weekly status", "All systems nominal. Two incidents closed."), Category::Report);
         assert_eq!(category("Office", "The office is closed on Monday."), Category::Fyi);
