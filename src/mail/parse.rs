@@ -62,7 +62,7 @@ pub struct Attachment {
 }
 
 /// Header facts the guard looks at; not stored.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Signals {
     /// `Auto-Submitted` value, lower case (RFC 3834 §5).
     pub auto_submitted: Option<String>,

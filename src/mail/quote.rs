@@ -61,7 +61,7 @@ fn drop_attribution_before(lines: &[&str], quoted: usize, keep: &mut [bool]) {
             // A wrapped attribution: take in the line above when it is clearly its start.
             if start > 0 && end - start < 3 {
                 let above = lines[start - 1].trim();
-                if above.ends_with(['<', ',']) || starts_attribution(&above.to_lowercase()) {
+                if above.ends_with(['<', ',']) || opens_attribution(&above.to_lowercase()) {
                     start -= 1;
                 }
             }
@@ -139,10 +139,14 @@ fn is_history_start(lines: &[&str], i: usize) -> bool {
     false
 }
 
-fn starts_attribution(lower: &str) -> bool {
+/// "On <date> ..." in one of the common languages: the first line of an attribution.
+fn opens_attribution(lower: &str) -> bool {
     ["on ", "am ", "le ", "el ", "il ", "op ", "em ", "den "].iter().any(|p| lower.starts_with(p))
-        && (has_wrote_word(lower) || lower.ends_with(','))
         && lower.chars().any(|c| c.is_ascii_digit())
+}
+
+fn starts_attribution(lower: &str) -> bool {
+    opens_attribution(lower) && (has_wrote_word(lower) || lower.ends_with(','))
 }
 
 fn header_field(lower: &str, names: &[&str]) -> bool {
@@ -194,6 +198,12 @@ mod tests {
         let body =
             "Sounds good.\n\nOn Mon, Apr 2, 2012 at 6:26 PM, Megan One <\nxxx@gmail.com> wrote:\n\n> Hi\n";
         assert_eq!(new_text(body), "Sounds good.");
+    }
+
+    #[test]
+    fn gmail_attribution_with_wrote_alone_on_the_second_line() {
+        let body = "Can you confirm?\n\nOn Mon, Nov 23, 2026 at 9:41 AM Bot <bot@x.org>\nwrote:\n\n> summary\n";
+        assert_eq!(new_text(body), "Can you confirm?");
     }
 
     #[test]
