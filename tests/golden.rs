@@ -26,7 +26,12 @@ fn diff(expected: &str, actual: &str) -> String {
     for i in 0..e.len().max(a.len()) {
         let (x, y) = (e.get(i).copied(), a.get(i).copied());
         if x != y {
-            out.push(format!("line {}:\n  - {}\n  + {}", i + 1, x.unwrap_or("<none>"), y.unwrap_or("<none>")));
+            out.push(format!(
+                "line {}:\n  - {}\n  + {}",
+                i + 1,
+                x.unwrap_or("<none>"),
+                y.unwrap_or("<none>")
+            ));
         }
         if out.len() == 20 {
             out.push("...".into());
@@ -57,7 +62,10 @@ fn every_fixture_parses_to_its_golden_json() {
         match fs::read_to_string(&golden) {
             Ok(expected) if expected == actual => {}
             Ok(expected) => failures.push(format!("{}:\n{}", path.display(), diff(&expected, &actual))),
-            Err(_) => failures.push(format!("{}: no golden file; run UPDATE_GOLDEN=1 cargo test --test golden", golden.display())),
+            Err(_) => failures.push(format!(
+                "{}: no golden file; run UPDATE_GOLDEN=1 cargo test --test golden",
+                golden.display()
+            )),
         }
     }
     assert!(failures.is_empty(), "golden mismatches:\n\n{}", failures.join("\n\n"));

@@ -202,7 +202,8 @@ mod tests {
 
     #[test]
     fn gmail_attribution_with_wrote_alone_on_the_second_line() {
-        let body = "Can you confirm?\n\nOn Mon, Nov 23, 2026 at 9:41 AM Bot <bot@x.org>\nwrote:\n\n> summary\n";
+        let body =
+            "Can you confirm?\n\nOn Mon, Nov 23, 2026 at 9:41 AM Bot <bot@x.org>\nwrote:\n\n> summary\n";
         assert_eq!(new_text(body), "Can you confirm?");
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use serde_json::Value;
 use tracing::{info, instrument, warn};
 
@@ -122,9 +123,12 @@ impl Orchestrator {
             }
             let runs = started.iter().map(|(agent, input, _)| async move {
                 let begun = Instant::now();
-                let outcome = match tokio::time::timeout(STEP_TIMEOUT, agent.run(input)).await {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => Err(e.to_string()),
+                // A panicking agent is a failed step, not a dead worker.
+                let guarded = std::panic::AssertUnwindSafe(agent.run(input)).catch_unwind();
+                let outcome = match tokio::time::timeout(STEP_TIMEOUT, guarded).await {
+                    Ok(Ok(Ok(v))) => Ok(v),
+                    Ok(Ok(Err(e))) => Err(e.to_string()),
+                    Ok(Err(_)) => Err("the agent panicked".to_owned()),
                     Err(_) => Err(format!("timed out after {} s", STEP_TIMEOUT.as_secs())),
                 };
                 (outcome, begun.elapsed())

@@ -1,0 +1,271 @@
+//! Test harness: the whole app on port 0 over a SQLite file in a temp dir, a signing helper, a
+//! scripted SMTP server on 127.0.0.1, and waits with deadlines.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use swarm_director::app::Application;
+use swarm_director::config::Settings;
+use swarm_director::domain::TaskStatus;
+use swarm_director::intake::webhook::{decode_secret, sign};
+use swarm_director::store::Store;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const ROTATED: &str = "whsec_c2Vjb25kLXNlY3JldC1rZXktZm9yLXRlc3Rz";
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)).expect("fixture")
+}
+
+/// Settings for a test instance living in `dir`, plus `extra` overrides.
+pub fn settings(dir: &Path, extra: &[(&str, &str)]) -> Settings {
+    let mut map: HashMap<String, String> = HashMap::from([
+        ("DATABASE_URL".into(), format!("sqlite://{}/swarm.db", dir.display())),
+        ("SWARM_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+        ("SWARM_OUTBOX_DIR".into(), dir.join("outbox").display().to_string()),
+        ("SWARM_TEMPLATES_DIR".into(), dir.join("templates").display().to_string()),
+        ("SWARM_WEBHOOK_SECRETS".into(), SECRET.into()),
+        ("SWARM_POLL_INTERVAL_MS".into(), "50".into()),
+    ]);
+    for (k, v) in extra {
+        if v.is_empty() {
+            map.remove(*k);
+        } else {
+            map.insert(k.to_string(), v.to_string());
+        }
+    }
+    Settings::from_lookup(|k| map.get(k).cloned()).expect("test settings")
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub store: Store,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestApp {
+    /// Starts the app on port 0. `extra` overrides settings; an empty value unsets one.
+    pub async fn spawn(extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = settings(dir.path(), extra);
+        let url = settings.database_url.clone();
+        let app = Application::build(settings).await.expect("app builds");
+        let base = format!("http://{}", app.local_addr());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            app.run_until(async move {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        let store = Store::connect(&url).await.expect("test store");
+        Self { base, dir, store, http: reqwest::Client::new(), stop: Some(tx), server: Some(server) }
+    }
+
+    /// Graceful shutdown; waits for the workers to stop.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let _ = h.await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Posts `body` to /inbound/raw signed with `secret` at `timestamp`.
+    pub async fn post_signed_with(
+        &self,
+        body: &[u8],
+        id: &str,
+        secret: &str,
+        timestamp: i64,
+    ) -> reqwest::Response {
+        let sig = sign(&decode_secret(secret).expect("secret"), id, timestamp, body);
+        self.http
+            .post(self.url("/inbound/raw"))
+            .header("content-type", "message/rfc822")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", sig)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_signed(&self, body: &[u8], id: &str) -> reqwest::Response {
+        self.post_signed_with(body, id, SECRET, chrono::Utc::now().timestamp()).await
+    }
+
+    /// Waits (5 s at most) until the task is done or failed and its reply is no longer pending.
+    pub async fn wait_finished(&self, task: i64) -> TaskStatus {
+        wait_until(Duration::from_secs(5), || async {
+            let status = self.store.task_status(swarm_director::domain::TaskId(task)).await.ok().flatten()?;
+            let deliveries = self.store.task_deliveries(task).await.ok()?;
+            let settled = deliveries.iter().all(|d| d.status == "delivered" || d.status == "failed");
+            match status {
+                TaskStatus::Done if !deliveries.is_empty() && settled => Some(status),
+                TaskStatus::Failed => Some(status),
+                _ => None,
+            }
+        })
+        .await
+        .unwrap_or_else(|| panic!("task {task} did not finish in time"))
+    }
+
+    pub async fn message_count(&self) -> i64 {
+        let o = self.store.overview(1).await.expect("overview");
+        o.messages_by_status.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Polls `probe` every 20 ms until it returns `Some`, or `deadline` passes.
+pub async fn wait_until<T, F, Fut>(deadline: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = probe().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() > end {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the scripted SMTP server answers to the end of DATA.
+#[derive(Clone, Copy, Debug)]
+pub enum DataReply {
+    Accept,
+    /// 451: try again later.
+    Transient,
+    /// 550: rejected for good.
+    Reject,
+}
+
+/// One message received by [`SmtpServer`].
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub data: Vec<u8>,
+}
+
+/// A real (if small) SMTP server on 127.0.0.1 speaking RFC 5321 to lettre, scripted per test.
+pub struct SmtpServer {
+    pub port: u16,
+    pub received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl SmtpServer {
+    pub async fn start(reply: DataReply) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
+        let port = listener.local_addr().expect("addr").port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let store = received.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let _ = session(socket, reply, store).await;
+                });
+            }
+        });
+        Self { port, received }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    pub fn messages(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+async fn session(
+    socket: tokio::net::TcpStream,
+    reply: DataReply,
+    store: Arc<Mutex<Vec<Received>>>,
+) -> std::io::Result<()> {
+    let (read, mut write) = socket.into_split();
+    let mut lines = BufReader::new(read);
+    write.write_all(b"220 test.local ESMTP scripted\r\n").await?;
+    let mut current = Received { mail_from: String::new(), rcpt_to: vec![], data: vec![] };
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let upper = line.to_ascii_uppercase();
+        if upper.starts_with("EHLO") {
+            write.write_all(b"250-test.local\r\n250-8BITMIME\r\n250 SIZE 30000000\r\n").await?;
+        } else if upper.starts_with("HELO") {
+            write.write_all(b"250 test.local\r\n").await?;
+        } else if upper.starts_with("MAIL FROM:") {
+            current.mail_from = line[10..].trim().trim_matches(['<', '>']).to_owned();
+            write.write_all(b"250 OK\r\n").await?;
+        } else if upper.starts_with("RCPT TO:") {
+            current.rcpt_to.push(line[8..].trim().trim_matches(['<', '>']).to_owned());
+            write.write_all(b"250 OK\r\n").await?;
+        } else if upper.starts_with("DATA") {
+            write.write_all(b"354 go ahead\r\n").await?;
+            let mut data = Vec::new();
+            loop {
+                let mut l = Vec::new();
+                if lines.read_until(b'\n', &mut l).await? == 0 {
+                    return Ok(());
+                }
+                if l == b".\r\n" {
+                    break;
+                }
+                // Undo dot-stuffing (RFC 5321 §4.5.2).
+                let l = if l.starts_with(b"..") { l[1..].to_vec() } else { l };
+                data.extend_from_slice(&l);
+            }
+            match reply {
+                DataReply::Accept => {
+                    current.data = data;
+                    store.lock().expect("lock").push(std::mem::replace(
+                        &mut current,
+                        Received { mail_from: String::new(), rcpt_to: vec![], data: vec![] },
+                    ));
+                    write.write_all(b"250 2.0.0 queued as 42\r\n").await?;
+                }
+                DataReply::Transient => write.write_all(b"451 4.3.0 try again later\r\n").await?,
+                DataReply::Reject => write.write_all(b"550 5.7.1 rejected by policy\r\n").await?,
+            }
+        } else if upper.starts_with("RSET") || upper.starts_with("NOOP") {
+            write.write_all(b"250 OK\r\n").await?;
+        } else if upper.starts_with("QUIT") {
+            write.write_all(b"221 bye\r\n").await?;
+            return Ok(());
+        } else {
+            write.write_all(b"502 command not implemented\r\n").await?;
+        }
+    }
+}
+
+/// Reads a delivered reply file.
+pub fn read_reply(location: &str) -> Vec<u8> {
+    std::fs::read(PathBuf::from(location)).expect("reply file")
+}
