@@ -105,7 +105,11 @@ pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<ParsedMail, ParseError> 
         return Err(ParseError::Empty);
     }
     let message = MessageParser::default().parse(raw).ok_or(ParseError::NoHeaders)?;
-    if message.headers().is_empty() {
+    // mail-parser turns any first line into a "header"; a message needs at least one real field:
+    // a name of printable ASCII without space or colon (RFC 5322 §2.2) and a value.
+    let is_field_name = |n: &str| !n.is_empty() && n.bytes().all(|b| (33..=126).contains(&b) && b != b':');
+    if !message.headers().iter().any(|h| is_field_name(h.name()) && !matches!(h.value(), HeaderValue::Empty))
+    {
         return Err(ParseError::NoHeaders);
     }
     check_shape(&message, limits)?;
@@ -294,6 +298,11 @@ mod tests {
     #[test]
     fn empty_and_headerless_input_is_unparseable() {
         assert_eq!(parse(b"  \r\n", &limits()).expect_err("empty"), ParseError::Empty);
+        assert_eq!(parse(b"\x00\x01 not mail at all", &limits()).expect_err("junk"), ParseError::NoHeaders);
+        assert_eq!(
+            parse(b"just some text\nover two lines", &limits()).expect_err("text"),
+            ParseError::NoHeaders
+        );
     }
 
     #[test]
