@@ -104,7 +104,8 @@ pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<ParsedMail, ParseError> 
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(ParseError::Empty);
     }
-    let message = MessageParser::default().parse(raw).ok_or(ParseError::NoHeaders)?;
+    let normalized = normalize(raw);
+    let message = MessageParser::default().parse(normalized.as_ref()).ok_or(ParseError::NoHeaders)?;
     // mail-parser turns any first line into a "header"; a message needs at least one real field:
     // a name of printable ASCII without space or colon (RFC 5322 §2.2) and a value.
     let is_field_name = |n: &str| !n.is_empty() && n.bytes().all(|b| (33..=126).contains(&b) && b != b':');
@@ -114,6 +115,28 @@ pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<ParsedMail, ParseError> 
     }
     check_shape(&message, limits)?;
     Ok(ParsedMail { email: to_inbound(&message), signals: signals(&message) })
+}
+
+/// Repairs what real mail stores get wrong before parsing (the stored raw bytes stay as received):
+/// leading blank lines or padding before the header section, and classic-Mac CR-only line
+/// endings, which become CRLF when lone CRs outnumber LFs.
+fn normalize(raw: &[u8]) -> Cow<'_, [u8]> {
+    let start = raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len());
+    let raw = &raw[start..];
+    let lf = raw.iter().filter(|&&b| b == b'\n').count();
+    let lone_cr = raw.windows(2).filter(|w| w[0] == b'\r' && w[1] != b'\n').count()
+        + usize::from(raw.last() == Some(&b'\r'));
+    if lone_cr <= lf {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len() + lone_cr);
+    for (i, &b) in raw.iter().enumerate() {
+        out.push(b);
+        if b == b'\r' && raw.get(i + 1) != Some(&b'\n') {
+            out.push(b'\n');
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Counts parts (nested messages included) and measures nesting depth, stopping as soon as a
@@ -176,9 +199,22 @@ fn message_ids(value: &HeaderValue<'_>) -> Vec<String> {
 }
 
 fn to_inbound(m: &Message<'_>) -> InboundEmail {
-    let from = m.from().and_then(|a| a.first()).and_then(|addr| {
-        let address = EmailAddress::parse(addr.address()?).ok()?;
-        Some(Mailbox { name: addr.name().map(one_line).filter(|n| !n.is_empty()), address: address.into() })
+    let from = m.from().and_then(|list| {
+        let first = list.first()?;
+        if let Some(address) = first.address().and_then(|a| EmailAddress::parse(a).ok()) {
+            return Some(Mailbox {
+                name: first.name().map(one_line).filter(|n| !n.is_empty()),
+                address: address.into(),
+            });
+        }
+        // "From: Ann ann@x.org" (no angle brackets) is split oddly by mail-parser; take the
+        // first word anywhere in the field that is an address.
+        list.iter()
+            .flat_map(|addr| [addr.address(), addr.name()])
+            .flatten()
+            .flat_map(str::split_whitespace)
+            .find_map(|w| EmailAddress::parse(w.trim_matches(|c| "<>\"'(),;".contains(c))).ok())
+            .map(|address| Mailbox { name: None, address: address.into() })
     });
     let (body_text, from_html) = body_text(m);
     let new_text = quote::new_text(&body_text);
@@ -306,6 +342,17 @@ mod tests {
     }
 
     #[test]
+    fn leading_blank_lines_and_cr_only_line_endings_are_repaired() {
+        let padded =
+            parse(b"\n   \r\nFrom: a@x.org\r\nSubject: padded\r\n\r\nhi", &limits()).expect("parses");
+        assert_eq!(padded.email.subject, "padded");
+        let mac =
+            parse(b"From: a@x.org\rSubject: old mac\r\rline one\rline two\r", &limits()).expect("parses");
+        assert_eq!(mac.email.subject, "old mac");
+        assert_eq!(mac.email.body_text.lines().collect::<Vec<_>>(), ["line one", "line two"]);
+    }
+
+    #[test]
     fn deep_nesting_is_rejected() {
         let mut raw = String::from("From: a@x.org\r\nSubject: deep\r\n");
         let depth = 30;
@@ -346,6 +393,14 @@ mod tests {
         assert_eq!(p.email.message_id, None);
         assert_eq!(p.email.in_reply_to, vec!["good@x.org"]);
         assert!(p.email.references.iter().all(|r| MessageId::parse(r).is_some()));
+    }
+
+    #[test]
+    fn sender_without_angle_brackets_is_still_found() {
+        let p = parse(b"From: Test test@example.com\r\nSubject: x\r\n\r\nhi", &limits()).expect("parses");
+        assert_eq!(p.email.from.map(|f| f.address).as_deref(), Some("test@example.com"));
+        let p = parse(b"From: user2\r\nSubject: x\r\n\r\nhi", &limits()).expect("parses");
+        assert_eq!(p.email.from, None);
     }
 
     #[test]
