@@ -52,6 +52,8 @@ pub struct Settings {
     pub lease: Duration,
     /// How often idle workers look for work they were not told about.
     pub poll_interval: Duration,
+    /// tracing EnvFilter directives, e.g. `info` or `swarm_director=debug`.
+    pub log_filter: String,
     /// `text` or `json`.
     pub log_format: String,
 }
@@ -118,6 +120,7 @@ impl Settings {
             },
             lease: Duration::from_secs(number("SWARM_LEASE_SECS", 300)?),
             poll_interval: Duration::from_millis(number("SWARM_POLL_INTERVAL_MS", 1000)?),
+            log_filter: text("SWARM_LOG", "info"),
             log_format,
         })
     }

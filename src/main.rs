@@ -75,7 +75,13 @@ enum TaskCommand {
 }
 
 fn init_tracing(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SWARM_LOG").unwrap_or_else(|_| "info".into());
+    // html5ever (inside html2text) warns about every odd HTML construct in real mail; those are
+    // not ours to act on, so it is quiet unless SWARM_LOG names it.
+    let wanted = &settings.log_filter;
+    let directives =
+        if wanted.contains("html5ever") { wanted.clone() } else { format!("{wanted},html5ever=error") };
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| "info,html5ever=error".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if settings.log_format == "json" {
         builder.json().init();

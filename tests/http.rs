@@ -295,3 +295,39 @@ async fn admin_token_guards_mail_content_and_enables_the_csv_export() {
     assert_eq!(bad.status(), 400);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn templates_in_the_folder_override_the_embedded_ones() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let templates = dir.path().join("custom");
+    std::fs::create_dir_all(&templates).expect("mkdir");
+    std::fs::write(
+        templates.join("reply.txt"),
+        "Custom reply for task {{ task_id }}: {{ summary | length }} bullets\n",
+    )
+    .expect("write");
+    let app = TestApp::spawn(&[("SWARM_TEMPLATES_DIR", &templates.display().to_string())]).await;
+    let body = json(app.post_signed(&fixture("action_request.eml"), "msg_tpl").await).await;
+    let task = body["task_id"].as_i64().expect("task");
+    app.wait_finished(task).await;
+    let d = &app.store.task_deliveries(task).await.expect("deliveries")[0];
+    let reply = read_reply(d.location.as_deref().expect("location"));
+    let reply = MessageParser::default().parse(&reply).expect("parses");
+    let text = reply.body_text(0).expect("text");
+    assert!(text.starts_with(&format!("Custom reply for task {task}: ")), "{text}");
+    assert!(
+        reply.body_html(0).is_some_and(|h| h.contains("Executive summary")),
+        "reply.html falls back to the embedded copy"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_broken_template_stops_start_up_with_its_name() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("reply.html"), "{% for x in %}").expect("write");
+    let settings =
+        support::settings(dir.path(), &[("SWARM_TEMPLATES_DIR", &dir.path().display().to_string())]);
+    let err = swarm_director::app::App::build(settings).await.err().expect("start-up fails");
+    assert!(format!("{err:#}").contains("reply.html"), "{err:#}");
+}

@@ -16,7 +16,7 @@ use crate::agents::{Agent, Registry, TaskContext};
 use crate::domain::{EmailAddress, TaskId};
 use crate::mail::InboundEmail;
 use crate::mail::compose::{ReplyContent, Section, Templates, compose};
-use crate::store::{ClaimedTask, NewDelivery, Store};
+use crate::store::{ClaimedTask, NewDelivery, NewStep, StepOutcome, Store};
 
 /// Longest a single step may run.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -112,16 +112,24 @@ impl Orchestrator {
         let mut position = 0;
 
         for stage in &workflow.stages {
-            let mut started: Vec<(&dyn Agent, Value, i64)> = Vec::with_capacity(stage.len());
+            let mut agents: Vec<&dyn Agent> = Vec::with_capacity(stage.len());
+            let mut inputs: Vec<Value> = Vec::with_capacity(stage.len());
             for &name in stage {
                 let agent = self.agents.get(name).with_context(|| format!("unknown agent {name:?}"))?;
                 let ctx = TaskContext { email: &email, received_at, outputs: &outputs };
-                let input = agent.input(&ctx);
-                let step = self.store.start_step(task.id, task.attempts, position, name, &input).await?;
-                started.push((agent, input, step));
-                position += 1;
+                inputs.push(agent.input(&ctx));
+                agents.push(agent);
             }
-            let runs = started.iter().map(|(agent, input, _)| async move {
+            let new_steps: Vec<NewStep<'_>> = agents
+                .iter()
+                .zip(&inputs)
+                .enumerate()
+                .map(|(i, (agent, input))| NewStep { position: position + i, agent: agent.name(), input })
+                .collect();
+            let step_ids = self.store.start_steps(task.id, task.attempts, &new_steps).await?;
+            position += stage.len();
+
+            let runs = agents.iter().zip(&inputs).map(|(agent, input)| async move {
                 let begun = Instant::now();
                 // A panicking agent is a failed step, not a dead worker.
                 let guarded = std::panic::AssertUnwindSafe(agent.run(input)).catch_unwind();
@@ -131,20 +139,22 @@ impl Orchestrator {
                     Ok(Err(_)) => Err("the agent panicked".to_owned()),
                     Err(_) => Err(format!("timed out after {} s", STEP_TIMEOUT.as_secs())),
                 };
-                (outcome, begun.elapsed())
+                (outcome, begun.elapsed().as_millis() as u64)
             });
             let finished = futures_util::future::join_all(runs).await;
-            for ((agent, _, step), (outcome, took)) in started.iter().zip(finished) {
-                let took_ms = took.as_millis() as u64;
-                self.store
-                    .finish_step(
-                        task.id,
-                        *step,
-                        agent.name(),
-                        outcome.as_ref().map_err(String::as_str),
-                        took_ms,
-                    )
-                    .await?;
+            let recorded: Vec<StepOutcome<'_>> = agents
+                .iter()
+                .zip(&step_ids)
+                .zip(&finished)
+                .map(|((agent, &step), (outcome, ms))| StepOutcome {
+                    step,
+                    agent: agent.name(),
+                    outcome: outcome.as_ref().map_err(String::as_str),
+                    duration_ms: *ms,
+                })
+                .collect();
+            self.store.finish_steps(task.id, &recorded).await?;
+            for (agent, (outcome, _)) in agents.iter().zip(finished) {
                 if let Ok(v) = &outcome {
                     outputs.insert(agent.name().to_owned(), v.clone());
                 }

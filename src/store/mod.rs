@@ -253,43 +253,86 @@ fn audit_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord, sqlx::Er
     })
 }
 
-/// Appends one record to the chain, inside the caller's transaction.
-async fn append_audit(conn: &mut SqliteConnection, event: AuditEvent) -> Result<()> {
-    let (head_seq, head_hash): (i64, String) =
-        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *conn).await?;
-    let seq = head_seq + 1;
-    let at = now();
-    let hash = audit::chain_hash(
-        &head_hash,
-        seq,
-        &at,
-        &event.actor,
-        event.action,
-        &event.entity,
-        event.task_id,
-        &event.details,
-    );
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, actor, action, entity, task_id, details, prev_hash, hash)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(seq)
-    .bind(&at)
-    .bind(&event.actor)
-    .bind(event.action)
-    .bind(&event.entity)
-    .bind(event.task_id)
-    .bind(event.details.to_string())
-    .bind(&head_hash)
-    .bind(&hash)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
+/// Appends audit records inside the caller's transaction: reads the chain head once, appends,
+/// and moves the head once in [`Chain::save`]. A transaction that appended must call `save`.
+struct Chain {
+    seq: i64,
+    hash: String,
+    at: String,
+}
+
+impl Chain {
+    async fn load(conn: &mut SqliteConnection) -> Result<Self> {
+        let (seq, hash): (i64, String) =
+            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *conn).await?;
+        Ok(Self { seq, hash, at: now() })
+    }
+
+    async fn append(&mut self, conn: &mut SqliteConnection, event: AuditEvent) -> Result<()> {
+        let seq = self.seq + 1;
+        let hash = audit::chain_hash(
+            &self.hash,
+            seq,
+            &self.at,
+            &event.actor,
+            event.action,
+            &event.entity,
+            event.task_id,
+            &event.details,
+        );
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, actor, action, entity, task_id, details, prev_hash, hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
         .bind(seq)
+        .bind(&self.at)
+        .bind(&event.actor)
+        .bind(event.action)
+        .bind(&event.entity)
+        .bind(event.task_id)
+        .bind(event.details.to_string())
+        .bind(&self.hash)
         .bind(&hash)
         .execute(&mut *conn)
         .await?;
-    Ok(())
+        self.seq = seq;
+        self.hash = hash;
+        Ok(())
+    }
+
+    async fn save(self, conn: &mut SqliteConnection) -> Result<()> {
+        sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
+            .bind(self.seq)
+            .bind(&self.hash)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Appends one record, inside the caller's transaction.
+async fn append_audit(conn: &mut SqliteConnection, event: AuditEvent) -> Result<()> {
+    let mut chain = Chain::load(conn).await?;
+    chain.append(conn, event).await?;
+    chain.save(conn).await
+}
+
+/// A step about to start, for [`Store::start_steps`].
+#[derive(Debug)]
+pub struct NewStep<'a> {
+    pub position: usize,
+    pub agent: &'a str,
+    pub input: &'a Value,
+}
+
+/// A finished step, for [`Store::finish_steps`].
+#[derive(Debug)]
+pub struct StepOutcome<'a> {
+    pub step: i64,
+    pub agent: &'a str,
+    /// The JSON output, or the error.
+    pub outcome: Result<&'a Value, &'a str>,
+    pub duration_ms: u64,
 }
 
 impl Store {
@@ -419,17 +462,19 @@ impl Store {
             return Ok(Stored::Duplicate { message: MessageRowId(first), task: task.map(TaskId) });
         };
 
-        append_audit(
-            &mut tx,
-            AuditEvent::new(actor, "message.received", format!("message:{message}")).details(json!({
-                "source": msg.source,
-                "source_key": msg.source_key,
-                "message_id": msg.message_id,
-                "sha256": msg.sha256,
-                "size_bytes": msg.raw.len(),
-            })),
-        )
-        .await?;
+        let mut chain = Chain::load(&mut tx).await?;
+        chain
+            .append(
+                &mut tx,
+                AuditEvent::new(actor, "message.received", format!("message:{message}")).details(json!({
+                    "source": msg.source,
+                    "source_key": msg.source_key,
+                    "message_id": msg.message_id,
+                    "sha256": msg.sha256,
+                    "size_bytes": msg.raw.len(),
+                })),
+            )
+            .await?;
         let message = MessageRowId(message);
         let stored = match disposition {
             Disposition::Task(t) => {
@@ -449,7 +494,8 @@ impl Store {
                 .bind(&t.input)
                 .fetch_one(&mut *tx)
                 .await?;
-                append_audit(
+                chain
+                    .append(
                     &mut tx,
                     AuditEvent::new(actor, "task.created", format!("task:{task}"))
                         .task(task)
@@ -459,24 +505,27 @@ impl Store {
                 Stored::Task { message, task: TaskId(task) }
             }
             Disposition::Ignored(reason) => {
-                append_audit(
-                    &mut tx,
-                    AuditEvent::new(actor, "message.ignored", format!("message:{message}"))
-                        .details(json!({"reason": reason})),
-                )
-                .await?;
+                chain
+                    .append(
+                        &mut tx,
+                        AuditEvent::new(actor, "message.ignored", format!("message:{message}"))
+                            .details(json!({"reason": reason})),
+                    )
+                    .await?;
                 Stored::Ignored { message, reason }
             }
             Disposition::Quarantined(reason) => {
-                append_audit(
-                    &mut tx,
-                    AuditEvent::new(actor, "message.quarantined", format!("message:{message}"))
-                        .details(json!({"reason": reason})),
-                )
-                .await?;
+                chain
+                    .append(
+                        &mut tx,
+                        AuditEvent::new(actor, "message.quarantined", format!("message:{message}"))
+                            .details(json!({"reason": reason})),
+                    )
+                    .await?;
                 Stored::Quarantined { message, reason }
             }
         };
+        chain.save(&mut tx).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -513,73 +562,77 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Records that a step started; returns the step's id.
-    pub async fn start_step(
-        &self,
-        task: i64,
-        attempt: i64,
-        position: usize,
-        agent: &str,
-        input: &Value,
-    ) -> Result<i64> {
+    /// Records that the steps of one workflow stage started, in one transaction; returns their
+    /// ids in the same order.
+    pub async fn start_steps(&self, task: i64, attempt: i64, steps: &[NewStep<'_>]) -> Result<Vec<i64>> {
         let mut tx = self.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO task_steps (task_id, attempt, position, agent, input, status, started_at)
-             VALUES (?, ?, ?, ?, ?, 'running', ?)
-             RETURNING id",
-        )
-        .bind(task)
-        .bind(attempt)
-        .bind(position as i64)
-        .bind(agent)
-        .bind(input.to_string())
-        .bind(now())
-        .fetch_one(&mut *tx)
-        .await?;
-        append_audit(
-            &mut tx,
-            AuditEvent::new("worker", "step.started", format!("step:{id}"))
-                .task(task)
-                .details(json!({"agent": agent, "position": position, "attempt": attempt})),
-        )
-        .await?;
+        let mut chain = Chain::load(&mut tx).await?;
+        let mut ids = Vec::with_capacity(steps.len());
+        for s in steps {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO task_steps (task_id, attempt, position, agent, input, status, started_at)
+                 VALUES (?, ?, ?, ?, ?, 'running', ?)
+                 RETURNING id",
+            )
+            .bind(task)
+            .bind(attempt)
+            .bind(s.position as i64)
+            .bind(s.agent)
+            .bind(s.input.to_string())
+            .bind(&chain.at)
+            .fetch_one(&mut *tx)
+            .await?;
+            chain
+                .append(
+                    &mut tx,
+                    AuditEvent::new("worker", "step.started", format!("step:{id}"))
+                        .task(task)
+                        .details(json!({"agent": s.agent, "position": s.position, "attempt": attempt})),
+                )
+                .await?;
+            ids.push(id);
+        }
+        chain.save(&mut tx).await?;
         tx.commit().await?;
-        Ok(id)
+        Ok(ids)
     }
 
-    /// Records a step's outcome: its JSON output, or its error.
-    pub async fn finish_step(
-        &self,
-        task: i64,
-        step: i64,
-        agent: &str,
-        outcome: Result<&Value, &str>,
-        duration_ms: u64,
-    ) -> Result<()> {
-        let (status, output, error) = match outcome {
-            Ok(v) => (StepStatus::Ok, Some(v.to_string()), None),
-            Err(e) => (StepStatus::Failed, None, Some(e)),
-        };
+    /// Records the outcomes of one stage's steps, in one transaction.
+    pub async fn finish_steps(&self, task: i64, outcomes: &[StepOutcome<'_>]) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE task_steps SET status = ?, output = ?, error = ?, finished_at = ?, duration_ms = ?
-             WHERE id = ?",
-        )
-        .bind(status.as_str())
-        .bind(output)
-        .bind(error)
-        .bind(now())
-        .bind(duration_ms as i64)
-        .bind(step)
-        .execute(&mut *tx)
-        .await?;
-        append_audit(
-            &mut tx,
-            AuditEvent::new("worker", "step.finished", format!("step:{step}")).task(task).details(
-                json!({"agent": agent, "status": status.as_str(), "duration_ms": duration_ms, "error": error}),
-            ),
-        )
-        .await?;
+        let mut chain = Chain::load(&mut tx).await?;
+        for o in outcomes {
+            let (status, output, error) = match o.outcome {
+                Ok(v) => (StepStatus::Ok, Some(v.to_string()), None),
+                Err(e) => (StepStatus::Failed, None, Some(e)),
+            };
+            sqlx::query(
+                "UPDATE task_steps SET status = ?, output = ?, error = ?, finished_at = ?, duration_ms = ?
+                 WHERE id = ?",
+            )
+            .bind(status.as_str())
+            .bind(output)
+            .bind(error)
+            .bind(&chain.at)
+            .bind(o.duration_ms as i64)
+            .bind(o.step)
+            .execute(&mut *tx)
+            .await?;
+            chain
+                .append(
+                    &mut tx,
+                    AuditEvent::new("worker", "step.finished", format!("step:{}", o.step))
+                        .task(task)
+                        .details(json!({
+                            "agent": o.agent,
+                            "status": status.as_str(),
+                            "duration_ms": o.duration_ms,
+                            "error": error,
+                        })),
+                )
+                .await?;
+        }
+        chain.save(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -619,15 +672,19 @@ impl Store {
         .bind(&now)
         .fetch_one(&mut *tx)
         .await?;
-        append_audit(&mut tx, AuditEvent::new("worker", "task.completed", format!("task:{task}")).task(task))
+        let mut chain = Chain::load(&mut tx).await?;
+        chain
+            .append(&mut tx, AuditEvent::new("worker", "task.completed", format!("task:{task}")).task(task))
             .await?;
-        append_audit(
+        chain
+            .append(
             &mut tx,
             AuditEvent::new("worker", "reply.queued", format!("outbox:{delivery}"))
                 .task(task)
                 .details(json!({"message_id": reply.message_id, "to": reply.envelope_to, "size_bytes": reply.payload.len()})),
         )
         .await?;
+        chain.save(&mut tx).await?;
         tx.commit().await?;
         Ok(true)
     }

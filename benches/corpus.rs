@@ -1,0 +1,193 @@
+//! Corpus benchmark: `SWARM_CORPUS_DIR=../shared/corpus cargo bench --bench corpus`.
+//!
+//! Measures, in one run and on the same ~600 real messages:
+//! - baseline: a bare mail-parser parse of every message (no storage, no agents);
+//! - our parse (limits, quote stripping, HTML→text);
+//! - `swarm-director ingest` of the whole corpus (release binary, fresh SQLite file): store,
+//!   dedupe, guard, all agents, compose, `.eml` delivery;
+//! - `swarm-director serve`: RSS when idle, then every message posted to /inbound/raw (signed,
+//!   8 at a time) and processed to a delivered reply; throughput and RSS afterwards.
+//!
+//! Figures are printed as times, messages/s and ratios against the baseline.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use swarm_director::config::MimeLimits;
+use swarm_director::intake::webhook::{decode_secret, sign};
+use swarm_director::store::Store;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn corpus(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let index = std::fs::read_to_string(root.join("index.tsv")).expect("index.tsv");
+    index
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').next())
+        .map(|p| {
+            let path = root.join(p);
+            let bytes = std::fs::read(&path).expect("corpus file");
+            (path, bytes)
+        })
+        .collect()
+}
+
+/// (current RSS, peak RSS) of a process, in KiB, from /proc.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn rate(n: usize, d: Duration) -> String {
+    format!("{:>8.1} ms  {:>9.0} msg/s", d.as_secs_f64() * 1e3, n as f64 / d.as_secs_f64())
+}
+
+fn main() {
+    let Some(root) = std::env::var_os("SWARM_CORPUS_DIR").map(PathBuf::from) else {
+        eprintln!("set SWARM_CORPUS_DIR to the corpus folder (e.g. ../shared/corpus)");
+        std::process::exit(2);
+    };
+    let files = corpus(&root);
+    let n = files.len();
+    let bytes: usize = files.iter().map(|(_, b)| b.len()).sum();
+    println!("corpus: {n} messages, {:.1} MiB", bytes as f64 / 1048576.0);
+
+    // Baseline: mail-parser alone, best of 5.
+    let best = |f: &dyn Fn()| {
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .min()
+            .unwrap_or_default()
+    };
+    let baseline = best(&|| {
+        for (_, raw) in &files {
+            std::hint::black_box(mail_parser::MessageParser::default().parse(raw));
+        }
+    });
+    println!("baseline  mail-parser parse only          {}   1.0x", rate(n, baseline));
+    let limits = MimeLimits::default();
+    let ours = best(&|| {
+        for (_, raw) in &files {
+            let _ = std::hint::black_box(swarm_director::mail::parse(raw, &limits));
+        }
+    });
+    let ratio = |d: Duration| d.as_secs_f64() / baseline.as_secs_f64();
+    println!("parse     swarm parse (limits, quotes, html){}  {:5.1}x", rate(n, ours), ratio(ours));
+
+    let bin = env!("CARGO_BIN_EXE_swarm-director");
+    let dir = tempfile::tempdir().expect("tmp");
+    let env = |c: &mut Command, d: &Path| {
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", format!("sqlite://{}/swarm.db", d.display()))
+            .env("SWARM_OUTBOX_DIR", d.join("outbox"))
+            .env("SWARM_LOG", "warn")
+            .current_dir(d);
+    };
+
+    // The CLI over the whole corpus.
+    let ingest_dir = dir.path().join("ingest");
+    std::fs::create_dir_all(&ingest_dir).expect("mkdir");
+    let mut cmd = Command::new(bin);
+    env(&mut cmd, &ingest_dir);
+    cmd.arg("ingest").args(files.iter().map(|(p, _)| p)).stdout(Stdio::null());
+    let t = Instant::now();
+    let status = cmd.status().expect("ingest runs");
+    let ingest = t.elapsed();
+    assert!(status.success(), "ingest failed");
+    println!("ingest    CLI, store+agents+reply+.eml    {}  {:5.1}x", rate(n, ingest), ratio(ingest));
+
+    // serve: idle RSS, then the corpus over HTTP.
+    let serve_dir = dir.path().join("serve");
+    std::fs::create_dir_all(&serve_dir).expect("mkdir");
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let mut cmd = Command::new(bin);
+    env(&mut cmd, &serve_dir);
+    cmd.arg("serve")
+        .env("SWARM_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("SWARM_WEBHOOK_SECRETS", SECRET)
+        .env("SWARM_POLL_INTERVAL_MS", "200")
+        .stdout(Stdio::null());
+    let mut child: Child = cmd.spawn().expect("serve starts");
+    let pid = child.id();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    rt.block_on(async {
+        for _ in 0..200 {
+            if http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (idle_rss, idle_peak) = rss_kib(pid);
+
+    let key = Arc::new(decode_secret(SECRET).expect("secret"));
+    let store_url = format!("sqlite://{}/swarm.db", serve_dir.display());
+    let served = rt.block_on(async {
+        let t = Instant::now();
+        let gate = Arc::new(tokio::sync::Semaphore::new(8));
+        let mut posts = Vec::with_capacity(n);
+        for (i, (_, raw)) in files.iter().enumerate() {
+            let (http, base, key, gate, raw) =
+                (http.clone(), base.clone(), key.clone(), gate.clone(), raw.clone());
+            posts.push(tokio::spawn(async move {
+                let _permit = gate.acquire().await.expect("semaphore");
+                let id = format!("bench_{i}");
+                let ts = chrono::Utc::now().timestamp();
+                let r = http
+                    .post(format!("{base}/inbound/raw"))
+                    .header("content-type", "message/rfc822")
+                    .header("webhook-id", &id)
+                    .header("webhook-timestamp", ts.to_string())
+                    .header("webhook-signature", sign(&key, &id, ts, &raw))
+                    .body(raw)
+                    .send()
+                    .await
+                    .expect("post");
+                assert_eq!(r.status(), 202, "{id}");
+            }));
+        }
+        for p in posts {
+            p.await.expect("post task");
+        }
+        let store = Store::connect(&store_url).await.expect("store");
+        loop {
+            let (tasks, deliveries) = store.pending_work().await.expect("pending");
+            if tasks == 0 && deliveries == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        t.elapsed()
+    });
+    let (after_rss, after_peak) = rss_kib(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("serve     HTTP post + process + deliver    {}  {:5.1}x", rate(n, served), ratio(served));
+    println!(
+        "serve RSS idle {:.1} MiB (peak {:.1} MiB); after the corpus {:.1} MiB (peak {:.1} MiB)",
+        idle_rss as f64 / 1024.0,
+        idle_peak as f64 / 1024.0,
+        after_rss as f64 / 1024.0,
+        after_peak as f64 / 1024.0
+    );
+}
