@@ -126,7 +126,7 @@ impl Application {
             s.admin_token.clone(),
             app.task_wake.clone(),
             s.mime_limits.max_bytes,
-        );
+        )?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let poll = s.poll_interval;
 

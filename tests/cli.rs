@@ -121,6 +121,14 @@ fn quarantined_message_keeps_its_raw_bytes_and_reason() {
     });
 }
 
+/// Changes the SQLite file behind the application's back, as an attacker with file access would.
+async fn tamper(dir: &Path, sql: &'static str) -> u64 {
+    use sqlx::Connection;
+    let mut conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}/swarm.db", dir.display())).await.expect("open");
+    sqlx::query(sql).execute(&mut conn).await.expect("tamper").rows_affected()
+}
+
 #[test]
 fn audit_verify_passes_then_names_an_altered_or_removed_record() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -133,14 +141,8 @@ fn audit_verify_passes_then_names_an_altered_or_removed_record() {
     assert!(stdout(&ok).starts_with("audit log intact:"));
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let store = rt
-        .block_on(swarm_director::store::Store::connect(&format!("sqlite://{}/swarm.db", d.display())))
-        .expect("db");
-    let altered = rt
-        .block_on(
-            store.execute_for_test("UPDATE audit_log SET details = '{\"subject\":\"forged\"}' WHERE seq = 3"),
-        )
-        .expect("tamper");
+    let altered =
+        rt.block_on(tamper(d, "UPDATE audit_log SET details = '{\"subject\":\"forged\"}' WHERE seq = 3"));
     assert_eq!(altered, 1);
     let bad = run(d, &["audit", "verify"]);
     assert!(!bad.status.success());
@@ -151,10 +153,7 @@ fn audit_verify_passes_then_names_an_altered_or_removed_record() {
     let d2 = dir2.path();
     let a2 = write(d2, "a.eml", &fixture("action_request.eml"));
     assert!(run(d2, &["ingest", &a2]).status.success());
-    let store2 = rt
-        .block_on(swarm_director::store::Store::connect(&format!("sqlite://{}/swarm.db", d2.display())))
-        .expect("db");
-    rt.block_on(store2.execute_for_test("DELETE FROM audit_log WHERE seq = 5")).expect("delete");
+    assert_eq!(rt.block_on(tamper(d2, "DELETE FROM audit_log WHERE seq = 5")), 1);
     let bad = run(d2, &["audit", "verify"]);
     assert!(!bad.status.success());
     assert!(stdout(&bad).contains("seq 6"), "the record after the gap is named: {}", stdout(&bad));

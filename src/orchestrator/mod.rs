@@ -106,7 +106,8 @@ impl Orchestrator {
             .iter()
             .find(|w| w.name == task.workflow)
             .with_context(|| format!("unknown workflow {:?}", task.workflow))?;
-        let received_at: DateTime<Utc> = Utc::now();
+        let received_at: DateTime<Utc> =
+            DateTime::parse_from_rfc3339(&task.created_at).map(|d| d.to_utc()).unwrap_or_else(|_| Utc::now());
         let mut outputs: BTreeMap<String, Value> = BTreeMap::new();
         let mut results: Vec<StepResult> = Vec::new();
         let mut position = 0;

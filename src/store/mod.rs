@@ -115,6 +115,8 @@ pub enum Stored {
 pub struct ClaimedTask {
     pub id: i64,
     pub attempts: i64,
+    /// When the task was created (the message was accepted), RFC 3339.
+    pub created_at: String,
     pub workflow: String,
     pub sender: String,
     pub reply_to: String,
@@ -542,7 +544,7 @@ impl Store {
              WHERE id = (SELECT id FROM tasks
                          WHERE status = 'queued' OR (status = 'running' AND lease_until < ?3)
                          ORDER BY id LIMIT 1)
-             RETURNING id, attempts, workflow, sender, reply_to, subject, input",
+             RETURNING id, attempts, created_at, workflow, sender, reply_to, subject, input",
         )
         .bind(owner)
         .bind(later(lease))
@@ -952,12 +954,6 @@ impl Store {
             .fetch_optional(&self.reader)
             .await?;
         Ok(s.and_then(|s| TaskStatus::parse(&s)))
-    }
-
-    /// Runs one statement on the writer; only for tests that tamper with rows on purpose.
-    #[doc(hidden)]
-    pub async fn execute_for_test(&self, sql: &'static str) -> Result<u64> {
-        Ok(sqlx::query(sql).execute(&self.writer).await?.rows_affected())
     }
 }
 

@@ -7,12 +7,13 @@ mod inbound;
 
 use std::sync::Arc;
 
-use axum::Router;
+use anyhow::Context;
 use axum::extract::{Path, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use base64::Engine;
 use chrono::DateTime;
 use secrecy::{ExposeSecret, SecretString};
@@ -51,19 +52,16 @@ impl AppState {
         admin_token: Option<SecretString>,
         task_wake: Arc<Notify>,
         max_body_bytes: usize,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let mut env = minijinja::Environment::new();
         for (name, text) in [
             ("layout.html", include_str!("../../templates/web/layout.html")),
             ("status.html", include_str!("../../templates/web/status.html")),
             ("task.html", include_str!("../../templates/web/task.html")),
         ] {
-            // Embedded and compiled into the binary: a failure here is a build defect, caught by tests.
-            if let Err(e) = env.add_template(name, text) {
-                tracing::error!(template = name, error = %e, "page template does not compile");
-            }
+            env.add_template(name, text).with_context(|| format!("page template {name}"))?;
         }
-        Self {
+        Ok(Self {
             store,
             intake,
             verifier,
@@ -72,7 +70,7 @@ impl AppState {
             task_wake,
             max_body_bytes,
             pages: Arc::new(env),
-        }
+        })
     }
 
     fn render(&self, name: &str, ctx: Value) -> Result<Html<String>, ApiError> {
@@ -137,8 +135,6 @@ async fn health(State(state): State<AppState>) -> Response {
         }
     }
 }
-
-use axum::Json;
 
 fn duration_text(start: Option<&str>, end: Option<&str>) -> String {
     match (
