@@ -145,6 +145,44 @@ impl fmt::Display for MessageRowId {
     }
 }
 
+/// What became of one inbound message once intake committed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Task {
+        message: MessageRowId,
+        task: TaskId,
+    },
+    /// Already received: nothing new stored; the first copy's ids (its task, if it made one).
+    Duplicate {
+        message: MessageRowId,
+        task: Option<TaskId>,
+    },
+    Ignored {
+        message: MessageRowId,
+        reason: String,
+    },
+    Quarantined {
+        message: MessageRowId,
+        reason: String,
+    },
+    /// The request's nonce was seen before; nothing stored.
+    Replayed,
+}
+
+impl Outcome {
+    /// The one word the CLI prints.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Self::Task { .. } => "task",
+            Self::Duplicate { .. } => "duplicate",
+            Self::Ignored { .. } => "ignored",
+            Self::Quarantined { .. } => "quarantined",
+            Self::Replayed => "replayed",
+        }
+    }
+}
+
 macro_rules! text_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*

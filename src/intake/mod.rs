@@ -8,14 +8,14 @@ pub mod webhook;
 use std::time::Duration;
 
 use anyhow::Result;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
 use crate::config::MimeLimits;
-use crate::domain::{EmailAddress, MessageRowId, TaskId};
+use crate::domain::EmailAddress;
+pub use crate::domain::Outcome;
 use crate::mail::{guard, parse};
-use crate::store::{Disposition, NewMessage, NewTask, Nonce, Store, Stored};
+use crate::store::{Disposition, NewMessage, NewTask, Nonce, Store};
 
 /// Where a message came from.
 #[derive(Debug, Clone)]
@@ -26,44 +26,6 @@ pub struct Source<'a> {
     pub key: Option<&'a str>,
     /// A replay key that must not have been seen before (signed webhooks).
     pub nonce: Option<(&'a str, Duration)>,
-}
-
-/// What became of one inbound message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum Outcome {
-    Task {
-        message: MessageRowId,
-        task: TaskId,
-    },
-    /// Already received; `task` is the first copy's task, if it made one.
-    Duplicate {
-        message: MessageRowId,
-        task: Option<TaskId>,
-    },
-    Ignored {
-        message: MessageRowId,
-        reason: String,
-    },
-    Quarantined {
-        message: MessageRowId,
-        reason: String,
-    },
-    /// The nonce was seen before; nothing stored.
-    Replayed,
-}
-
-impl Outcome {
-    /// The one word the CLI prints.
-    pub fn word(&self) -> &'static str {
-        match self {
-            Self::Task { .. } => "task",
-            Self::Duplicate { .. } => "duplicate",
-            Self::Ignored { .. } => "ignored",
-            Self::Quarantined { .. } => "quarantined",
-            Self::Replayed => "replayed",
-        }
-    }
 }
 
 pub struct Intake {
@@ -111,7 +73,7 @@ impl Intake {
             },
         };
         let nonce = source.nonce.map(|(nonce, keep_for)| Nonce { source: source.name, nonce, keep_for });
-        let stored = self
+        let outcome = self
             .store
             .accept_message(
                 &format!("intake:{}", source.name),
@@ -129,13 +91,6 @@ impl Intake {
                 nonce,
             )
             .await?;
-        let outcome = match stored {
-            Stored::Task { message, task } => Outcome::Task { message, task },
-            Stored::Duplicate { message, task } => Outcome::Duplicate { message, task },
-            Stored::Ignored { message, reason } => Outcome::Ignored { message, reason },
-            Stored::Quarantined { message, reason } => Outcome::Quarantined { message, reason },
-            Stored::Replayed => Outcome::Replayed,
-        };
         info!(outcome = outcome.word(), "message accepted");
         Ok(outcome)
     }

@@ -21,7 +21,7 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, Row};
 
 use crate::audit::{self, AuditEvent, AuditRecord};
-use crate::domain::{DeliveryStatus, MessageRowId, MessageStatus, StepStatus, TaskId, TaskStatus};
+use crate::domain::{DeliveryStatus, MessageRowId, MessageStatus, Outcome, StepStatus, TaskId, TaskStatus};
 
 /// Formats a time the way every table stores it: RFC 3339, UTC, microseconds, `Z`.
 pub fn timestamp(t: DateTime<Utc>) -> String {
@@ -84,30 +84,6 @@ pub struct Nonce<'a> {
     pub nonce: &'a str,
     /// Kept at least this long; older nonces are purged by the scheduler.
     pub keep_for: Duration,
-}
-
-/// Result of [`Store::accept_message`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stored {
-    Task {
-        message: MessageRowId,
-        task: TaskId,
-    },
-    Ignored {
-        message: MessageRowId,
-        reason: String,
-    },
-    Quarantined {
-        message: MessageRowId,
-        reason: String,
-    },
-    /// Seen before: nothing new stored; the first copy's ids.
-    Duplicate {
-        message: MessageRowId,
-        task: Option<TaskId>,
-    },
-    /// The nonce was used before; nothing stored.
-    Replayed,
 }
 
 /// A task claimed by a worker, with its lease.
@@ -393,15 +369,15 @@ impl Store {
     /// Stores a raw message and its disposition in one transaction, with audit records.
     ///
     /// Dedupe is the unique `dedupe_key`: a second copy stores nothing and returns
-    /// [`Stored::Duplicate`] with the first copy's ids. With a nonce, a nonce seen before returns
-    /// [`Stored::Replayed`] and stores nothing.
+    /// [`Outcome::Duplicate`] with the first copy's ids. With a nonce, a nonce seen before returns
+    /// [`Outcome::Replayed`] and stores nothing.
     pub async fn accept_message(
         &self,
         actor: &str,
         msg: NewMessage<'_>,
         disposition: Disposition,
         nonce: Option<Nonce<'_>>,
-    ) -> Result<Stored> {
+    ) -> Result<Outcome> {
         let now = now();
         let mut tx = self.begin().await?;
         if let Some(n) = nonce {
@@ -416,7 +392,7 @@ impl Store {
             .await?
             .rows_affected();
             if fresh == 0 {
-                return Ok(Stored::Replayed);
+                return Ok(Outcome::Replayed);
             }
         }
         let (status, reason) = match &disposition {
@@ -461,7 +437,7 @@ impl Store {
             event.task_id = task;
             append_audit(&mut tx, event).await?;
             tx.commit().await?;
-            return Ok(Stored::Duplicate { message: MessageRowId(first), task: task.map(TaskId) });
+            return Ok(Outcome::Duplicate { message: MessageRowId(first), task: task.map(TaskId) });
         };
 
         let mut chain = Chain::load(&mut tx).await?;
@@ -504,7 +480,7 @@ impl Store {
                         .details(json!({"message": message.0, "workflow": t.workflow, "sender": t.sender, "subject": t.subject})),
                 )
                 .await?;
-                Stored::Task { message, task: TaskId(task) }
+                Outcome::Task { message, task: TaskId(task) }
             }
             Disposition::Ignored(reason) => {
                 chain
@@ -514,7 +490,7 @@ impl Store {
                             .details(json!({"reason": reason})),
                     )
                     .await?;
-                Stored::Ignored { message, reason }
+                Outcome::Ignored { message, reason }
             }
             Disposition::Quarantined(reason) => {
                 chain
@@ -524,7 +500,7 @@ impl Store {
                             .details(json!({"reason": reason})),
                     )
                     .await?;
-                Stored::Quarantined { message, reason }
+                Outcome::Quarantined { message, reason }
             }
         };
         chain.save(&mut tx).await?;
