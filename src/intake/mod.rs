@@ -46,7 +46,10 @@ impl Intake {
     #[instrument(skip_all, fields(source = source.name, size = raw.len()))]
     pub async fn accept(&self, source: &Source<'_>, raw: &[u8]) -> Result<Outcome> {
         let sha256 = hex::encode(Sha256::digest(raw));
-        let parsed = parse(raw, &self.limits);
+        // Parsing is CPU work bounded only by the size limit (up to 25 MB of MIME and HTML);
+        // keep it off the async workers so one large message does not stall every request.
+        let (owned, limits) = (raw.to_vec(), self.limits);
+        let parsed = tokio::task::spawn_blocking(move || parse(&owned, &limits)).await?;
         let (message_id, sender, subject) = match &parsed {
             Ok(p) => (
                 p.email.message_id.clone(),
