@@ -54,6 +54,17 @@ pub struct Orchestrator {
     lease: Duration,
 }
 
+/// A problem with the task itself (bad stored input, unknown workflow, an unaddressable reply,
+/// too many attempts): retrying cannot help, so the task fails for good. Any other error (e.g.
+/// storage) leaves the task leased; it is retried when the lease expires.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct Unrecoverable(anyhow::Error);
+
+fn unrecoverable(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    Unrecoverable(e.into()).into()
+}
+
 struct StepResult {
     agent: &'static str,
     outcome: Result<Value, String>,
@@ -89,23 +100,31 @@ impl Orchestrator {
             return Ok(false);
         };
         let id = task.id;
-        if let Err(e) = self.run(task).await {
-            warn!(task_id = id, error = %format!("{e:#}"), "task failed");
-            self.store.fail_task(id, &self.owner, &format!("{e:#}")).await?;
+        match self.run(task).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is::<Unrecoverable>() => {
+                warn!(task_id = id, error = %format!("{e:#}"), "task failed");
+                self.store.fail_task(id, &self.owner, &format!("{e:#}")).await?;
+                Ok(true)
+            }
+            Err(e) => Err(e.context(format!("task {id} interrupted; it is retried when its lease expires"))),
         }
-        Ok(true)
     }
 
     #[instrument(skip_all, fields(task_id = task.id, attempt = task.attempts))]
     async fn run(&self, task: ClaimedTask) -> Result<()> {
-        anyhow::ensure!(task.attempts <= MAX_ATTEMPTS, "gave up after {MAX_ATTEMPTS} attempts");
-        let email: InboundEmail =
-            serde_json::from_str(&task.input).context("task input is not a stored email")?;
+        if task.attempts > MAX_ATTEMPTS {
+            return Err(unrecoverable(anyhow::anyhow!("gave up after {MAX_ATTEMPTS} attempts")));
+        }
+        let email: InboundEmail = serde_json::from_str(&task.input)
+            .context("task input is not a stored email")
+            .map_err(unrecoverable)?;
         let workflow = self
             .workflows
             .iter()
             .find(|w| w.name == task.workflow)
-            .with_context(|| format!("unknown workflow {:?}", task.workflow))?;
+            .with_context(|| format!("unknown workflow {:?}", task.workflow))
+            .map_err(unrecoverable)?;
         let received_at: DateTime<Utc> =
             DateTime::parse_from_rfc3339(&task.created_at).map(|d| d.to_utc()).unwrap_or_else(|_| Utc::now());
         let mut outputs: BTreeMap<String, Value> = BTreeMap::new();
@@ -116,7 +135,11 @@ impl Orchestrator {
             let mut agents: Vec<&dyn Agent> = Vec::with_capacity(stage.len());
             let mut inputs: Vec<Value> = Vec::with_capacity(stage.len());
             for &name in stage {
-                let agent = self.agents.get(name).with_context(|| format!("unknown agent {name:?}"))?;
+                let agent = self
+                    .agents
+                    .get(name)
+                    .with_context(|| format!("unknown agent {name:?}"))
+                    .map_err(unrecoverable)?;
                 let ctx = TaskContext { email: &email, received_at, outputs: &outputs };
                 inputs.push(agent.input(&ctx));
                 agents.push(agent);
@@ -164,8 +187,10 @@ impl Orchestrator {
         }
 
         let content = self.reply_content(TaskId(task.id), workflow, &email, &results);
-        let to = EmailAddress::parse(&task.reply_to).context("stored reply address")?;
-        let reply = compose(&self.templates, &self.from, &to, &email, TaskId(task.id), &content)?;
+        let to =
+            EmailAddress::parse(&task.reply_to).context("stored reply address").map_err(unrecoverable)?;
+        let reply = compose(&self.templates, &self.from, &to, &email, TaskId(task.id), &content)
+            .map_err(unrecoverable)?;
         let queued = self
             .store
             .complete_task(
