@@ -1,7 +1,8 @@
 //! Every message of the real-world corpus (`SWARM_CORPUS_DIR`, listed in its `index.tsv`) goes
 //! through the same intake path as any inbound mail: no panic, every file gets an outcome,
 //! quarantined ones keep their exact bytes, every task finishes with a delivered reply, and the
-//! audit chain verifies. Skipped with a notice when `SWARM_CORPUS_DIR` is unset.
+//! audit chain verifies; and `ingest` of a real Gmail reply threads under it. Skipped with a
+//! printed notice when `SWARM_CORPUS_DIR` is unset (a plain `main`, so the notice is not captured).
 
 mod support;
 
@@ -13,12 +14,20 @@ use swarm_director::audit::ChainVerifier;
 use swarm_director::intake::{Outcome, Source};
 use swarm_director::store::AuditFilter;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_corpus_message_gets_an_outcome() {
+fn main() {
     let Some(root) = std::env::var_os("SWARM_CORPUS_DIR").map(PathBuf::from) else {
-        eprintln!("NOTICE: SWARM_CORPUS_DIR is unset; skipping the corpus test");
+        println!("NOTICE: SWARM_CORPUS_DIR is unset; the corpus tests are skipped");
         return;
     };
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(every_corpus_message_gets_an_outcome(&root));
+    println!("test every_corpus_message_gets_an_outcome ... ok");
+    ingest_of_a_real_gmail_reply_writes_a_threaded_reply_into_the_outbox(&root);
+    println!("test ingest_of_a_real_gmail_reply_writes_a_threaded_reply_into_the_outbox ... ok");
+}
+
+async fn every_corpus_message_gets_an_outcome(root: &std::path::Path) {
     let index = std::fs::read_to_string(root.join("index.tsv")).expect("corpus index.tsv");
     let files: Vec<PathBuf> =
         index.lines().skip(1).filter_map(|l| l.split('\t').next()).map(|p| root.join(p)).collect();
@@ -63,4 +72,41 @@ async fn every_corpus_message_gets_an_outcome() {
     let (seq, hash) = app.store.audit_head().await.expect("head");
     let records = verifier.finish(seq, &hash).expect("head matches");
     eprintln!("audit records: {records}");
+}
+
+fn ingest_of_a_real_gmail_reply_writes_a_threaded_reply_into_the_outbox(root: &std::path::Path) {
+    let original = root.join("mailgun-talon/standard_replies/gmail.eml");
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_swarm-director"))
+        .arg("ingest")
+        .arg(&original)
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("SWARM_OUTBOX_DIR")
+        .env("SWARM_LOG", "warn")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(line.contains("\ttask\t"), "{line}");
+
+    let replies: Vec<PathBuf> = std::fs::read_dir(dir.path().join("outbox"))
+        .expect("outbox/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(replies.len(), 1);
+    let raw = std::fs::read(&replies[0]).expect("reply");
+    let reply = mail_parser::MessageParser::default().parse(&raw).expect("parses");
+    let source = std::fs::read(&original).expect("original");
+    let original = mail_parser::MessageParser::default().parse(&source).expect("original parses");
+    let parent = original.message_id().expect("the Gmail reply has a Message-ID");
+    assert_eq!(reply.in_reply_to().as_text(), Some(parent));
+    assert!(
+        reply.references().as_text_list().is_some_and(|r| r.iter().any(|id| id == parent))
+            || reply.references().as_text() == Some(parent)
+    );
+    assert_eq!(reply.subject(), Some("Re: Test [#1]"));
+    let text = reply.body_text(0).expect("text");
+    assert!(text.starts_with("Executive summary (task #1)"), "{text}");
+    assert!(text.contains("> Hello"), "the new text of the request is quoted: {text}");
 }
