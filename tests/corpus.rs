@@ -25,6 +25,31 @@ fn main() {
     println!("test every_corpus_message_gets_an_outcome ... ok");
     ingest_of_a_real_gmail_reply_writes_a_threaded_reply_into_the_outbox(&root);
     println!("test ingest_of_a_real_gmail_reply_writes_a_threaded_reply_into_the_outbox ... ok");
+    quote_stripping_finds_the_new_text_of_every_talon_reply(&root);
+    println!("test quote_stripping_finds_the_new_text_of_every_talon_reply ... ok");
+}
+
+/// mailgun/talon's standard replies (Android, AOL, Apple Mail, Comcast, Gmail, Hotmail, iPhone,
+/// Outlook, Sparrow, Thunderbird, Yahoo) all answer "Hello" to a quoted "Hi".
+fn quote_stripping_finds_the_new_text_of_every_talon_reply(root: &std::path::Path) {
+    let dir = root.join("mailgun-talon/standard_replies");
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&dir).expect("talon").filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    assert!(files.len() >= 12);
+    let limits = swarm_director::config::MimeLimits::default();
+    for path in files {
+        let raw = std::fs::read(&path).expect("read");
+        let email = swarm_director::mail::parse(&raw, &limits).expect("parses").email;
+        assert_eq!(email.new_text, "Hello", "{}", path.display());
+    }
+    let raw = std::fs::read(root.join("mailgun-talon/reply-quotations-share-block.eml")).expect("read");
+    let email = swarm_director::mail::parse(&raw, &limits).expect("parses").email;
+    assert!(
+        email.new_text.starts_with("Hi Katharine.") && email.new_text.ends_with("Joe XXX"),
+        "{:?}",
+        email.new_text
+    );
 }
 
 async fn every_corpus_message_gets_an_outcome(root: &std::path::Path) {

@@ -231,7 +231,13 @@ fn to_inbound(m: &Message<'_>) -> InboundEmail {
         body_text,
         new_text,
         from_html,
-        attachments: m.attachments().map(attachment).collect(),
+        attachments: m
+            .attachments
+            .iter()
+            .filter(|&&id| !(id == 0 && root_text(m).is_some()))
+            .filter_map(|&id| m.part(id))
+            .map(attachment)
+            .collect(),
     }
 }
 
@@ -246,7 +252,24 @@ fn body_text(m: &Message<'_>) -> (String, bool) {
     }
     let htmls: Vec<String> =
         (0..m.html_body_count()).filter_map(|i| m.body_html(i)).map(|h| html_to_text(&h)).collect();
-    (normalize_newlines(&htmls.join("\n")), !htmls.is_empty())
+    if !htmls.is_empty() {
+        return (normalize_newlines(&htmls.join("\n")), true);
+    }
+    match root_text(m) {
+        Some(PartType::Text(t)) => (normalize_newlines(t), false),
+        Some(PartType::Html(h)) => (normalize_newlines(&html_to_text(h)), true),
+        _ => (String::new(), false),
+    }
+}
+
+/// The root part, when the message has no text or HTML body but its root is text: a multipart
+/// whose boundary never appears is parsed as one text part, which mail-parser files as an
+/// attachment. That text is the body.
+fn root_text<'a>(m: &'a Message<'_>) -> Option<&'a PartType<'a>> {
+    if m.text_body_count() > 0 || m.html_body_count() > 0 {
+        return None;
+    }
+    m.part(0).map(|p| &p.body).filter(|b| matches!(b, PartType::Text(_) | PartType::Html(_)))
 }
 
 /// HTML → plain text with html2text; blockquotes come out as `> ` lines, so quote stripping
@@ -401,6 +424,15 @@ mod tests {
         assert_eq!(p.email.from.map(|f| f.address).as_deref(), Some("test@example.com"));
         let p = parse(b"From: user2\r\nSubject: x\r\n\r\nhi", &limits()).expect("parses");
         assert_eq!(p.email.from, None);
+    }
+
+    #[test]
+    fn multipart_without_its_boundary_is_read_as_a_text_body() {
+        let raw =
+            b"From: a@x.org\r\nContent-Type: multipart/alternative; boundary=nowhere\r\n\r\nJust text.\r\n";
+        let p = parse(raw, &limits()).expect("parses");
+        assert_eq!(p.email.body_text.trim(), "Just text.");
+        assert!(p.email.attachments.is_empty());
     }
 
     #[test]

@@ -99,37 +99,62 @@ fn has_wrote_word(lower: &str) -> bool {
     WROTE_WORDS.iter().any(|w| lower.contains(w))
 }
 
+/// Header names that open a quoted header block (Outlook, GMX, Yahoo, ...), several languages.
+const QUOTED_HEADERS: &[&str] = &[
+    "from:",
+    "sent:",
+    "date:",
+    "to:",
+    "cc:",
+    "subject:",
+    "von:",
+    "gesendet:",
+    "an:",
+    "betreff:",
+    "datum:",
+    "de:",
+    "envoyé:",
+    "à:",
+    "objet:",
+    "enviado:",
+    "para:",
+    "asunto:",
+];
+
+/// A line of a quoted header block: `From: ...`, also `*From:*` or `**Von:**` from HTML bold.
+fn quoted_header(line: &str) -> bool {
+    let t = line.trim().trim_start_matches('*').replace(['*', '\u{a0}'], " ").to_lowercase();
+    QUOTED_HEADERS.iter().any(|h| t.starts_with(h))
+}
+
 fn is_history_start(lines: &[&str], i: usize) -> bool {
     let t = lines[i].trim().trim_matches('*');
     let lower = t.to_lowercase();
+    // A quoted header block (Outlook, GMX, ...): a "From:" line and at least one more header
+    // line among the next four, or any header line and at least two more.
+    if quoted_header(lines[i]) {
+        let more = lines.iter().skip(i + 1).take(4).filter(|l| quoted_header(l)).count();
+        let from_line = ["from:", "von:", "de:"].iter().any(|f| lower.starts_with(f));
+        if more >= 2 || (from_line && more >= 1) {
+            return true;
+        }
+    }
     let dashes = lower.trim_matches(|c: char| c == '-' || c == ' ');
     if lower.starts_with("--")
-        && (dashes.starts_with("original message")
-            || dashes.starts_with("ursprüngliche nachricht")
-            || dashes.starts_with("message d'origine")
-            || dashes.starts_with("forwarded message"))
+        && ["original message", "ursprüngliche nachricht", "message d'origine", "forwarded message"]
+            .iter()
+            .any(|m| dashes.starts_with(m))
     {
         return true;
     }
-    // Outlook: "From: ..." then "Sent:" / "Date:" within the next lines.
-    if header_field(&lower, &["from:", "von:", "de:"]) {
-        return lines.iter().skip(i + 1).take(4).any(|l| {
-            header_field(
-                &l.trim().trim_matches('*').to_lowercase(),
-                &["sent:", "date:", "gesendet:", "envoyé:", "to:"],
-            )
-        });
-    }
+    // Outlook Web's underscore rule above a header block.
     if lower.chars().count() >= 10 && lower.chars().all(|c| c == '_') {
-        return lines
-            .iter()
-            .skip(i + 1)
-            .take(3)
-            .any(|l| header_field(&l.trim().to_lowercase(), &["from:", "von:", "de:"]));
+        return lines.iter().skip(i + 1).take(3).any(|l| quoted_header(l));
     }
-    // "On ... wrote:" (possibly wrapped onto a second line) with no `>` lines after it: everything
-    // below is history. When `>` lines follow, rule 2 drops the attribution instead.
-    if starts_attribution(&lower) {
+    // "On ... wrote:" (possibly wrapped onto a second line, or after Yahoo's "--- ") with no `>`
+    // lines after it: everything below is history. When `>` lines follow, rule 2 drops it instead.
+    let lower = lower.trim_start_matches(['-', ' ']);
+    if starts_attribution(lower) {
         let Some(end) = (i..lines.len().min(i + 2)).find(|&j| lines[j].trim_end().ends_with(':')) else {
             return false;
         };
@@ -147,10 +172,6 @@ fn opens_attribution(lower: &str) -> bool {
 
 fn starts_attribution(lower: &str) -> bool {
     opens_attribution(lower) && (has_wrote_word(lower) || lower.ends_with(','))
-}
-
-fn header_field(lower: &str, names: &[&str]) -> bool {
-    names.iter().any(|n| lower.starts_with(n))
 }
 
 fn is_signature_start(t: &str) -> bool {
@@ -229,6 +250,24 @@ mod tests {
     fn original_message_separator_cuts_history() {
         let body = "Hello\n\n\n----- Original Message -----\nFrom: bob\nSent: Monday\n\nHi\n";
         assert_eq!(new_text(body), "Hello");
+    }
+
+    #[test]
+    fn yahoo_dashed_attribution_cuts_history() {
+        let body = "Sounds great.\n\n--- On Wed, 4/4/12, x@example.com <x@example.com> wrote:\n\nFrom: x@example.com\nSubject: booking";
+        assert_eq!(new_text(body), "Sounds great.");
+    }
+
+    #[test]
+    fn gmx_german_header_block_cuts_history() {
+        let body = "YIPPEEEEEE\n\n**Gesendet:**\u{a0}Dienstag, 08. Dezember 2020\n**Von:**\u{a0}bob@gmx.de\n**An:**\u{a0}alice@gmx.de\n**Betreff:**\u{a0}Re: x\nNow?";
+        assert_eq!(new_text(body), "YIPPEEEEEE");
+    }
+
+    #[test]
+    fn a_lone_to_line_is_not_a_header_block() {
+        let body = "To: do list for Monday\n- call the bank\n- send the invoice";
+        assert_eq!(new_text(body), body);
     }
 
     #[test]
