@@ -81,7 +81,7 @@ pub struct ReplyContent {
     /// Executive summary bullets, shown first.
     pub summary: Vec<String>,
     pub sections: Vec<Section>,
-    /// Attribution line for the quote, e.g. "On 2026-11-20T10:00:00+00:00, ann@x.org wrote:".
+    /// Attribution line for the quote, e.g. "On Fri, 20 Nov 2026 10:00 +0000, ann@x.org wrote:".
     pub quote_intro: String,
     /// The start of the original request (its new text), unquoted lines.
     pub quoted: Vec<String>,
@@ -95,8 +95,10 @@ impl ReplyContent {
             if original.new_text.trim().is_empty() { &original.body_text } else { &original.new_text };
         let lines: Vec<String> = request.lines().map(str::to_owned).collect();
         let sender = original.from.as_ref().map_or("you", |m| m.address.as_str());
-        let quote_intro = match &original.date {
-            Some(d) => format!("On {d}, {sender} wrote:"),
+        // The date as the sender's clock showed it, the way mail clients write attributions.
+        let date = original.date.as_deref().and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok());
+        let quote_intro = match date {
+            Some(d) => format!("On {}, {sender} wrote:", d.format("%a, %d %b %Y %H:%M %z")),
             None => format!("{sender} wrote:"),
         };
         Self {
