@@ -42,7 +42,8 @@ async fn signed_mail_becomes_a_task_and_a_threaded_reply() {
     // Date is Friday 2026-11-20: "by Monday" → 2026-11-23, "before end of the week" → that Friday.
     assert!(text.contains("(asked: Bob) (due 2026-11-23)"), "{text}");
     assert!(text.contains("earliest due 2026-11-20"), "{text}");
-    assert!(text.contains("On Fri, 20 Nov 2026 09:15 +0100, anna@example.org wrote:\n> Hi team,"), "{text}");
+    let lf = text.replace("\r\n", "\n");
+    assert!(lf.contains("On Fri, 20 Nov 2026 09:15 +0100, anna@example.org wrote:\n> Hi team,"), "{text}");
     assert!(text.contains("> Bob, could you check"), "the request is quoted: {text}");
     assert!(reply.body_html(0).is_some_and(|h| h.contains("<li>")));
     for part in reply.parts.iter().filter(|p| p.is_text()) {
