@@ -169,7 +169,7 @@ fn main() {
         for p in posts {
             p.await.expect("post task");
         }
-        let store = Store::connect(&store_url).await.expect("store");
+        let store = Store::connect(&store_url, &Default::default()).await.expect("store");
         loop {
             let (tasks, deliveries) = store.pending_work().await.expect("pending");
             if tasks == 0 && deliveries == 0 {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tracing::{error, info};
@@ -40,7 +41,7 @@ fn owner_name() -> String {
 impl App {
     /// Opens and migrates the database, loads templates, picks the transport.
     pub async fn build(settings: Settings) -> Result<Self> {
-        let store = Store::connect(&settings.database_url).await?;
+        let store = Store::connect(settings.database_url.expose_secret(), &settings.db).await?;
         store.migrate().await?;
         let templates = Templates::load(&settings.templates_dir)?;
         let transport = Transport::from_settings(&settings)?;

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use secrecy::SecretString;
 
 use crate::domain::EmailAddress;
+use crate::store::DbOptions;
 
 /// Limits applied to untrusted inbound mail before and while parsing.
 #[derive(Debug, Clone, Copy)]
@@ -30,8 +31,9 @@ impl Default for MimeLimits {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `sqlite://path` (default `sqlite://data/swarm.db`).
-    pub database_url: String,
+    /// `sqlite://path` (default `sqlite://data/swarm.db`) or `postgres://user:password@host/db`.
+    pub database_url: SecretString,
+    pub db: DbOptions,
     pub http_addr: SocketAddr,
     /// Folder that receives replies as `.eml` files when no SMTP relay is set.
     pub outbox_dir: PathBuf,
@@ -104,7 +106,12 @@ impl Settings {
         let defaults = MimeLimits::default();
 
         Ok(Self {
-            database_url: text("DATABASE_URL", "sqlite://data/swarm.db"),
+            database_url: SecretString::from(text("DATABASE_URL", "sqlite://data/swarm.db")),
+            db: DbOptions {
+                pool_size: number("SWARM_DB_POOL_SIZE", 10)? as u32,
+                acquire_timeout: Duration::from_secs(number("SWARM_DB_ACQUIRE_TIMEOUT_SECS", 30)?),
+                statement_timeout: Duration::from_millis(number("SWARM_DB_STATEMENT_TIMEOUT_MS", 30_000)?),
+            },
             http_addr,
             outbox_dir: text("SWARM_OUTBOX_DIR", "outbox").into(),
             smtp_url: get("SMTP_URL").map(SecretString::from),
@@ -129,6 +136,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
     use std::collections::HashMap;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings> {
@@ -140,7 +148,8 @@ mod tests {
     #[test]
     fn defaults_need_no_configuration() {
         let s = settings(&[]).expect("defaults");
-        assert_eq!(s.database_url, "sqlite://data/swarm.db");
+        assert_eq!(s.database_url.expose_secret(), "sqlite://data/swarm.db");
+        assert_eq!(s.db.pool_size, 10);
         assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.from_address.as_str(), "swarm@localhost");
         assert!(s.smtp_url.is_none() && s.webhook_secrets.is_empty());

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use secrecy::ExposeSecret;
 use swarm_director::app::{App, Application};
 use swarm_director::audit::{ChainVerifier, CsvExport};
 use swarm_director::config::Settings;
@@ -113,7 +114,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Ingest { files } => ingest(settings, files).await,
         Command::Migrate => {
-            Store::connect(&settings.database_url).await?.migrate().await?;
+            Store::connect(settings.database_url.expose_secret(), &settings.db).await?.migrate().await?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
@@ -168,7 +169,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 async fn open(settings: &Settings) -> Result<Store> {
-    let store = Store::connect(&settings.database_url).await?;
+    let store = Store::connect(settings.database_url.expose_secret(), &settings.db).await?;
     store.migrate().await?;
     Ok(store)
 }

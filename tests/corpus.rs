@@ -9,6 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use support::Db;
 use swarm_director::app::App;
 use swarm_director::audit::ChainVerifier;
 use swarm_director::intake::{Outcome, Source};
@@ -21,8 +22,12 @@ fn main() {
     };
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    rt.block_on(every_corpus_message_gets_an_outcome(&root));
-    println!("test every_corpus_message_gets_an_outcome ... ok");
+    rt.block_on(every_corpus_message_gets_an_outcome(&root, Db::Sqlite));
+    println!("test every_corpus_message_gets_an_outcome::sqlite ... ok");
+    if support::pg::available() {
+        rt.block_on(every_corpus_message_gets_an_outcome(&root, Db::Postgres));
+        println!("test every_corpus_message_gets_an_outcome::postgres ... ok");
+    }
     ingest_of_a_real_gmail_reply_writes_a_threaded_reply_into_the_outbox(&root);
     println!("test ingest_of_a_real_gmail_reply_writes_a_threaded_reply_into_the_outbox ... ok");
     quote_stripping_finds_the_new_text_of_every_talon_reply(&root);
@@ -52,14 +57,15 @@ fn quote_stripping_finds_the_new_text_of_every_talon_reply(root: &std::path::Pat
     );
 }
 
-async fn every_corpus_message_gets_an_outcome(root: &std::path::Path) {
+async fn every_corpus_message_gets_an_outcome(root: &std::path::Path, db: Db) {
     let index = std::fs::read_to_string(root.join("index.tsv")).expect("corpus index.tsv");
     let files: Vec<PathBuf> =
         index.lines().skip(1).filter_map(|l| l.split('\t').next()).map(|p| root.join(p)).collect();
     assert!(files.len() >= 500, "corpus index lists {} files", files.len());
 
     let dir = tempfile::tempdir().expect("tmp");
-    let app = App::build(support::settings(dir.path(), &[])).await.expect("app");
+    let url = db.fresh_url(dir.path()).await;
+    let app = App::build(support::settings(dir.path(), &url, &[])).await.expect("app");
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     for path in &files {
         let raw = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -78,7 +84,7 @@ async fn every_corpus_message_gets_an_outcome(root: &std::path::Path) {
     app.drain().await.expect("all tasks and deliveries run");
 
     let total: usize = counts.values().sum();
-    eprintln!("corpus: {total} files: {counts:?}");
+    eprintln!("corpus on {db:?}: {total} files: {counts:?}");
     assert_eq!(total, files.len());
 
     let overview = app.store.overview(1).await.expect("overview");

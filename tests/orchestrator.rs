@@ -1,6 +1,7 @@
 //! The task worker on a SQLite file: tasks that cannot succeed fail for good with the reason,
 //! the rest of the queue keeps moving.
 
+#[macro_use]
 mod support;
 
 use swarm_director::app::App;
@@ -38,10 +39,11 @@ async fn queue_task(app: &App, key: &str, workflow: &str, input: &str) -> i64 {
     }
 }
 
-#[tokio::test]
-async fn tasks_that_cannot_succeed_fail_with_their_reason_and_the_queue_moves_on() {
+matrix! {
+async fn tasks_that_cannot_succeed_fail_with_their_reason_and_the_queue_moves_on(db: Db) {
     let dir = tempfile::tempdir().expect("tmp");
-    let app = App::build(support::settings(dir.path(), &[])).await.expect("app");
+    let url = db.fresh_url(dir.path()).await;
+    let app = App::build(support::settings(dir.path(), &url, &[])).await.expect("app");
     let email = swarm_director::mail::parse(&support::fixture("action_request.eml"), &Default::default())
         .expect("parses")
         .email;
@@ -57,4 +59,5 @@ async fn tasks_that_cannot_succeed_fail_with_their_reason_and_the_queue_moves_on
         assert!(app.store.task_deliveries(id).await.expect("query").is_empty(), "no reply for a failed task");
     }
     assert_eq!(app.store.pending_work().await.expect("pending"), (0, 0));
+}
 }

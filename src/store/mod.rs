@@ -1,9 +1,17 @@
 //! Storage: connection pools, migrations and every SQL statement of the application.
 //!
-//! SQLite today (`sqlite://path`), in WAL mode with a busy timeout and a single writer connection,
-//! so writes are serialized in-process and readers never block them. Every state change appends
-//! its audit record in the same transaction (invariant 3). Callers see domain types, never SQL or
-//! dialect details.
+//! Two backends, chosen by the `DATABASE_URL` scheme, behind one API (callers never see SQL or
+//! the dialect):
+//! - SQLite (`sqlite://path`): WAL mode, a busy timeout, one writer connection (writes are
+//!   serialized in-process, readers never block them), `BEGIN IMMEDIATE` transactions.
+//! - PostgreSQL (`postgres://...`): one pool for several instances on one database; work is
+//!   claimed with `FOR UPDATE SKIP LOCKED`.
+//!
+//! Statements are written once with `$N` placeholders, which both drivers accept; the few that
+//! differ by dialect are named in [`Dialect`]. Every state change appends its audit record in the
+//! same transaction (invariant 3); the single-row chain head is the last lock a transaction takes
+//! (`FOR UPDATE` on PostgreSQL), so concurrent writers in several processes append in one total
+//! order without deadlocks. Migrations: `migrations/sqlite`, `migrations/postgres`.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -14,11 +22,8 @@ use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
-use sqlx::{FromRow, Row};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, FromRow, Row};
 
 use crate::audit::{self, AuditEvent, AuditRecord};
 use crate::domain::{DeliveryStatus, MessageRowId, MessageStatus, Outcome, StepStatus, TaskId, TaskStatus};
@@ -36,11 +41,106 @@ fn later(d: Duration) -> String {
     timestamp(Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
 }
 
+/// Which SQL dialect a store speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// Opens a write transaction. SQLite takes the write lock up front, so another process waits
+    /// (busy timeout) instead of failing on a read-to-write upgrade.
+    fn begin(self) -> &'static str {
+        match self {
+            Self::Sqlite => "BEGIN IMMEDIATE",
+            Self::Postgres => "BEGIN",
+        }
+    }
+
+    /// Reads the audit chain head, locking it until commit on PostgreSQL.
+    fn chain_head(self) -> &'static str {
+        match self {
+            Self::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+            Self::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+        }
+    }
+
+    /// Claims the oldest queued task, or one whose lease expired.
+    fn claim_task(self) -> &'static str {
+        match self {
+            Self::Sqlite => CLAIM_TASK_SQLITE,
+            Self::Postgres => CLAIM_TASK_POSTGRES,
+        }
+    }
+
+    /// Claims the next due delivery, or one whose lease expired.
+    fn claim_delivery(self) -> &'static str {
+        match self {
+            Self::Sqlite => CLAIM_DELIVERY_SQLITE,
+            Self::Postgres => CLAIM_DELIVERY_POSTGRES,
+        }
+    }
+}
+
+// The claims differ only in the lock clause of the subquery; SQLite's single writer makes the
+// UPDATE atomic already, PostgreSQL needs SKIP LOCKED so concurrent instances take different rows.
+const CLAIM_TASK_SQLITE: &str = "UPDATE tasks
+     SET status = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1,
+         started_at = COALESCE(started_at, $3), updated_at = $3
+     WHERE id = (SELECT id FROM tasks
+                 WHERE status = 'queued' OR (status = 'running' AND lease_until < $3)
+                 ORDER BY id LIMIT 1)
+     RETURNING id, attempts, created_at, workflow, sender, reply_to, subject, input";
+const CLAIM_TASK_POSTGRES: &str = "UPDATE tasks
+     SET status = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1,
+         started_at = COALESCE(started_at, $3), updated_at = $3
+     WHERE id = (SELECT id FROM tasks
+                 WHERE status = 'queued' OR (status = 'running' AND lease_until < $3)
+                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+     RETURNING id, attempts, created_at, workflow, sender, reply_to, subject, input";
+const CLAIM_DELIVERY_SQLITE: &str = "UPDATE outbox
+     SET status = 'sending', lease_owner = $1, lease_until = $2, attempts = attempts + 1
+     WHERE id = (SELECT id FROM outbox
+                 WHERE (status = 'pending' AND next_attempt_at <= $3)
+                    OR (status = 'sending' AND lease_until < $3)
+                 ORDER BY next_attempt_at, id LIMIT 1)
+     RETURNING id, task_id, message_id, envelope_from, envelope_to, payload, attempts";
+const CLAIM_DELIVERY_POSTGRES: &str = "UPDATE outbox
+     SET status = 'sending', lease_owner = $1, lease_until = $2, attempts = attempts + 1
+     WHERE id = (SELECT id FROM outbox
+                 WHERE (status = 'pending' AND next_attempt_at <= $3)
+                    OR (status = 'sending' AND lease_until < $3)
+                 ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+     RETURNING id, task_id, message_id, envelope_from, envelope_to, payload, attempts";
+
+/// Pool settings.
+#[derive(Debug, Clone, Copy)]
+pub struct DbOptions {
+    /// Connections in the pool (PostgreSQL), or SQLite reader connections (SQLite has one writer).
+    pub pool_size: u32,
+    /// Longest wait for a free connection.
+    pub acquire_timeout: Duration,
+    /// PostgreSQL `statement_timeout`; SQLite busy timeout (the longest wait for the write lock).
+    pub statement_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 10,
+            acquire_timeout: Duration::from_secs(30),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    writer: AnyPool,
+    reader: AnyPool,
+    dialect: Dialect,
 }
 
 /// A raw inbound message about to be stored.
@@ -215,7 +315,7 @@ pub struct AuditFilter {
     pub task: Option<i64>,
 }
 
-fn audit_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<AuditRecord, sqlx::Error> {
+fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
     let details: String = row.try_get("details")?;
     Ok(AuditRecord {
         seq: row.try_get("seq")?,
@@ -240,13 +340,12 @@ struct Chain {
 }
 
 impl Chain {
-    async fn load(conn: &mut SqliteConnection) -> Result<Self> {
-        let (seq, hash): (i64, String) =
-            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *conn).await?;
+    async fn load(conn: &mut AnyConnection, dialect: Dialect) -> Result<Self> {
+        let (seq, hash): (i64, String) = sqlx::query_as(dialect.chain_head()).fetch_one(&mut *conn).await?;
         Ok(Self { seq, hash, at: now() })
     }
 
-    async fn append(&mut self, conn: &mut SqliteConnection, event: AuditEvent) -> Result<()> {
+    async fn append(&mut self, conn: &mut AnyConnection, event: AuditEvent) -> Result<()> {
         let seq = self.seq + 1;
         let hash = audit::chain_hash(
             &self.hash,
@@ -260,7 +359,7 @@ impl Chain {
         );
         sqlx::query(
             "INSERT INTO audit_log (seq, at, actor, action, entity, task_id, details, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(seq)
         .bind(&self.at)
@@ -278,8 +377,8 @@ impl Chain {
         Ok(())
     }
 
-    async fn save(self, conn: &mut SqliteConnection) -> Result<()> {
-        sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
+    async fn save(self, conn: &mut AnyConnection) -> Result<()> {
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(self.seq)
             .bind(&self.hash)
             .execute(&mut *conn)
@@ -289,8 +388,8 @@ impl Chain {
 }
 
 /// Appends one record, inside the caller's transaction.
-async fn append_audit(conn: &mut SqliteConnection, event: AuditEvent) -> Result<()> {
-    let mut chain = Chain::load(conn).await?;
+async fn append_audit(conn: &mut AnyConnection, dialect: Dialect, event: AuditEvent) -> Result<()> {
+    let mut chain = Chain::load(conn, dialect).await?;
     chain.append(conn, event).await?;
     chain.save(conn).await
 }
@@ -314,44 +413,98 @@ pub struct StepOutcome<'a> {
 }
 
 impl Store {
-    /// Opens (creating if missing) the database named by `url`. Does not migrate; see [`Store::migrate`].
+    /// Opens the database named by `url`: `sqlite://path` (the file and its folder are created
+    /// when missing) or `postgres://user:password@host:port/db`. Does not migrate; see
+    /// [`Store::migrate`].
     ///
-    /// Errors: an unsupported URL scheme, an unreachable file or folder.
-    pub async fn connect(url: &str) -> Result<Self> {
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .with_context(|| format!("DATABASE_URL must start with sqlite:// (got {:?})", redact(url)))?;
-        let file = path.split('?').next().unwrap_or_default();
+    /// Errors: an unsupported URL scheme, an unreachable server, file or folder. The URL's
+    /// password never appears in an error.
+    pub async fn connect(url: &str, options: &DbOptions) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            Self::connect_sqlite(url, path, options).await
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::connect_postgres(url, options).await
+        } else {
+            anyhow::bail!("DATABASE_URL must start with sqlite:// or postgres:// (got {:?})", redact(url))
+        }
+    }
+
+    async fn connect_sqlite(url: &str, path: &str, options: &DbOptions) -> Result<Self> {
+        let (file, query) = path.split_once('?').unwrap_or((path, ""));
         if !file.is_empty()
             && file != ":memory:"
             && let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty())
         {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("parsing DATABASE_URL {:?}", redact(url)))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
+        // Create the file when missing, unless the URL says otherwise.
+        let url = if query.contains("mode=") {
+            url.to_owned()
+        } else if query.is_empty() {
+            format!("{url}?mode=rwc")
+        } else {
+            format!("{url}&mode=rwc")
+        };
+        let connect =
+            AnyConnectOptions::from_str(&url).with_context(|| format!("parsing DATABASE_URL {url:?}"))?;
+        let busy_ms = options.statement_timeout.as_millis();
+        let pragmas = format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+             PRAGMA busy_timeout = {busy_ms};"
+        );
+        let writer_pragmas = pragmas.clone();
+        let writer = AnyPoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
+            .acquire_timeout(options.acquire_timeout)
+            .after_connect(move |conn, _| {
+                let sql = writer_pragmas.clone();
+                Box::pin(async move { sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await.map(|_| ()) })
+            })
+            .connect_with(connect.clone())
             .await
             .with_context(|| format!("opening {file}"))?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_lazy_with(options.read_only(true));
-        Ok(Self { writer, reader })
+        let reader = AnyPoolOptions::new()
+            .max_connections(options.pool_size.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .after_connect(move |conn, _| {
+                let sql = format!("{pragmas} PRAGMA query_only = ON;");
+                Box::pin(async move { sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await.map(|_| ()) })
+            })
+            .connect_lazy_with(connect);
+        Ok(Self { writer, reader, dialect: Dialect::Sqlite })
     }
 
-    /// Applies pending migrations (`migrations/sqlite`, embedded in the binary).
+    async fn connect_postgres(url: &str, options: &DbOptions) -> Result<Self> {
+        let connect = AnyConnectOptions::from_str(url)
+            .with_context(|| format!("parsing DATABASE_URL {:?}", redact(url)))?;
+        let timeout_ms = options.statement_timeout.as_millis();
+        let pool = AnyPoolOptions::new()
+            .max_connections(options.pool_size.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .after_connect(move |conn, _| {
+                let sql = format!("SET statement_timeout = {timeout_ms}");
+                Box::pin(async move { sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await.map(|_| ()) })
+            })
+            .connect_with(connect)
+            .await
+            .with_context(|| format!("connecting to {}", redact(url)))?;
+        Ok(Self { writer: pool.clone(), reader: pool, dialect: Dialect::Postgres })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Applies pending migrations of this backend (`migrations/sqlite` or `migrations/postgres`,
+    /// embedded in the binary). Safe to run from several instances at once on PostgreSQL (sqlx
+    /// holds an advisory lock while migrating).
     pub async fn migrate(&self) -> Result<()> {
-        sqlx::migrate!("./migrations/sqlite").run(&self.writer).await.context("applying migrations")
+        let migrator = match self.dialect {
+            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Dialect::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        migrator.run(&self.writer).await.context("applying migrations")
     }
 
     /// Checks that the database answers.
@@ -360,10 +513,8 @@ impl Store {
         Ok(())
     }
 
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        // IMMEDIATE takes the write lock up front, so a second process waits (busy timeout)
-        // instead of failing on a read-to-write upgrade.
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, Any>> {
+        Ok(self.writer.begin_with(self.dialect.begin()).await?)
     }
 
     /// Stores a raw message and its disposition in one transaction, with audit records.
@@ -382,7 +533,7 @@ impl Store {
         let mut tx = self.begin().await?;
         if let Some(n) = nonce {
             let fresh = sqlx::query(
-                "INSERT INTO webhook_nonces (source, nonce, expires_at) VALUES (?, ?, ?)
+                "INSERT INTO webhook_nonces (source, nonce, expires_at) VALUES ($1, $2, $3)
                  ON CONFLICT (source, nonce) DO NOTHING",
             )
             .bind(n.source)
@@ -403,7 +554,7 @@ impl Store {
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO messages (received_at, source, source_key, dedupe_key, message_id, sha256,
                                    size_bytes, raw, status, reason, sender, subject)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (dedupe_key) DO NOTHING
              RETURNING id",
         )
@@ -423,11 +574,11 @@ impl Store {
         .await?;
 
         let Some(message) = inserted else {
-            let first: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE dedupe_key = ?")
+            let first: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE dedupe_key = $1")
                 .bind(msg.dedupe_key)
                 .fetch_one(&mut *tx)
                 .await?;
-            let task: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE message_id = ?")
+            let task: Option<i64> = sqlx::query_scalar("SELECT id FROM tasks WHERE message_id = $1")
                 .bind(first)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -435,12 +586,12 @@ impl Store {
                 json!({"source": msg.source, "source_key": msg.source_key, "dedupe_key": msg.dedupe_key}),
             );
             event.task_id = task;
-            append_audit(&mut tx, event).await?;
+            append_audit(&mut tx, self.dialect, event).await?;
             tx.commit().await?;
             return Ok(Outcome::Duplicate { message: MessageRowId(first), task: task.map(TaskId) });
         };
 
-        let mut chain = Chain::load(&mut tx).await?;
+        let mut chain = Chain::load(&mut tx, self.dialect).await?;
         chain
             .append(
                 &mut tx,
@@ -459,7 +610,7 @@ impl Store {
                 let task: i64 = sqlx::query_scalar(
                     "INSERT INTO tasks (message_id, created_at, updated_at, sender, reply_to, subject,
                                         workflow, input, status)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued')
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued')
                      RETURNING id",
                 )
                 .bind(message.0)
@@ -513,23 +664,16 @@ impl Store {
     pub async fn claim_task(&self, owner: &str, lease: Duration) -> Result<Option<ClaimedTask>> {
         let now = now();
         let mut tx = self.begin().await?;
-        let claimed: Option<ClaimedTask> = sqlx::query_as(
-            "UPDATE tasks
-             SET status = 'running', lease_owner = ?1, lease_until = ?2, attempts = attempts + 1,
-                 started_at = COALESCE(started_at, ?3), updated_at = ?3
-             WHERE id = (SELECT id FROM tasks
-                         WHERE status = 'queued' OR (status = 'running' AND lease_until < ?3)
-                         ORDER BY id LIMIT 1)
-             RETURNING id, attempts, created_at, workflow, sender, reply_to, subject, input",
-        )
-        .bind(owner)
-        .bind(later(lease))
-        .bind(&now)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let claimed: Option<ClaimedTask> = sqlx::query_as(self.dialect.claim_task())
+            .bind(owner)
+            .bind(later(lease))
+            .bind(&now)
+            .fetch_optional(&mut *tx)
+            .await?;
         if let Some(t) = &claimed {
             append_audit(
                 &mut tx,
+                self.dialect,
                 AuditEvent::new("worker", "task.claimed", format!("task:{}", t.id))
                     .task(t.id)
                     .details(json!({"owner": owner, "attempt": t.attempts})),
@@ -544,12 +688,12 @@ impl Store {
     /// ids in the same order.
     pub async fn start_steps(&self, task: i64, attempt: i64, steps: &[NewStep<'_>]) -> Result<Vec<i64>> {
         let mut tx = self.begin().await?;
-        let mut chain = Chain::load(&mut tx).await?;
+        let mut chain = Chain::load(&mut tx, self.dialect).await?;
         let mut ids = Vec::with_capacity(steps.len());
         for s in steps {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO task_steps (task_id, attempt, position, agent, input, status, started_at)
-                 VALUES (?, ?, ?, ?, ?, 'running', ?)
+                 VALUES ($1, $2, $3, $4, $5, 'running', $6)
                  RETURNING id",
             )
             .bind(task)
@@ -578,15 +722,15 @@ impl Store {
     /// Records the outcomes of one stage's steps, in one transaction.
     pub async fn finish_steps(&self, task: i64, outcomes: &[StepOutcome<'_>]) -> Result<()> {
         let mut tx = self.begin().await?;
-        let mut chain = Chain::load(&mut tx).await?;
+        let mut chain = Chain::load(&mut tx, self.dialect).await?;
         for o in outcomes {
             let (status, output, error) = match o.outcome {
                 Ok(v) => (StepStatus::Ok, Some(v.to_string()), None),
                 Err(e) => (StepStatus::Failed, None, Some(e)),
             };
             sqlx::query(
-                "UPDATE task_steps SET status = ?, output = ?, error = ?, finished_at = ?, duration_ms = ?
-                 WHERE id = ?",
+                "UPDATE task_steps SET status = $1, output = $2, error = $3, finished_at = $4, duration_ms = $5
+                 WHERE id = $6",
             )
             .bind(status.as_str())
             .bind(output)
@@ -622,9 +766,9 @@ impl Store {
         let now = now();
         let mut tx = self.begin().await?;
         let updated = sqlx::query(
-            "UPDATE tasks SET status = 'done', finished_at = ?1, updated_at = ?1,
+            "UPDATE tasks SET status = 'done', finished_at = $1, updated_at = $1,
                               lease_owner = NULL, lease_until = NULL
-             WHERE id = ?2 AND status = 'running' AND lease_owner = ?3",
+             WHERE id = $2 AND status = 'running' AND lease_owner = $3",
         )
         .bind(&now)
         .bind(task)
@@ -638,7 +782,7 @@ impl Store {
         let delivery: i64 = sqlx::query_scalar(
             "INSERT INTO outbox (task_id, kind, message_id, envelope_from, envelope_to, payload,
                                  status, next_attempt_at, created_at)
-             VALUES (?, 'mail', ?, ?, ?, ?, 'pending', ?, ?)
+             VALUES ($1, 'mail', $2, $3, $4, $5, 'pending', $6, $7)
              RETURNING id",
         )
         .bind(task)
@@ -650,7 +794,7 @@ impl Store {
         .bind(&now)
         .fetch_one(&mut *tx)
         .await?;
-        let mut chain = Chain::load(&mut tx).await?;
+        let mut chain = Chain::load(&mut tx, self.dialect).await?;
         chain
             .append(&mut tx, AuditEvent::new("worker", "task.completed", format!("task:{task}")).task(task))
             .await?;
@@ -672,9 +816,9 @@ impl Store {
         let now = now();
         let mut tx = self.begin().await?;
         let updated = sqlx::query(
-            "UPDATE tasks SET status = 'failed', error = ?1, finished_at = ?2, updated_at = ?2,
+            "UPDATE tasks SET status = 'failed', error = $1, finished_at = $2, updated_at = $2,
                               lease_owner = NULL, lease_until = NULL
-             WHERE id = ?3 AND status = 'running' AND lease_owner = ?4",
+             WHERE id = $3 AND status = 'running' AND lease_owner = $4",
         )
         .bind(error)
         .bind(&now)
@@ -688,6 +832,7 @@ impl Store {
         }
         append_audit(
             &mut tx,
+            self.dialect,
             AuditEvent::new("worker", "task.failed", format!("task:{task}"))
                 .task(task)
                 .details(json!({"error": error})),
@@ -701,20 +846,12 @@ impl Store {
     pub async fn claim_delivery(&self, owner: &str, lease: Duration) -> Result<Option<ClaimedDelivery>> {
         let now = now();
         let mut tx = self.begin().await?;
-        let claimed: Option<ClaimedDelivery> = sqlx::query_as(
-            "UPDATE outbox
-             SET status = 'sending', lease_owner = ?1, lease_until = ?2, attempts = attempts + 1
-             WHERE id = (SELECT id FROM outbox
-                         WHERE (status = 'pending' AND next_attempt_at <= ?3)
-                            OR (status = 'sending' AND lease_until < ?3)
-                         ORDER BY next_attempt_at, id LIMIT 1)
-             RETURNING id, task_id, message_id, envelope_from, envelope_to, payload, attempts",
-        )
-        .bind(owner)
-        .bind(later(lease))
-        .bind(&now)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let claimed: Option<ClaimedDelivery> = sqlx::query_as(self.dialect.claim_delivery())
+            .bind(owner)
+            .bind(later(lease))
+            .bind(&now)
+            .fetch_optional(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(claimed)
     }
@@ -750,9 +887,9 @@ impl Store {
         let delivered_at = (status == DeliveryStatus::Delivered).then_some(now.as_str());
         let mut tx = self.begin().await?;
         let updated = sqlx::query(
-            "UPDATE outbox SET status = ?, location = COALESCE(?, location), last_error = ?,
-                               delivered_at = ?, next_attempt_at = ?, lease_owner = NULL, lease_until = NULL
-             WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+            "UPDATE outbox SET status = $1, location = COALESCE($2, location), last_error = $3,
+                               delivered_at = $4, next_attempt_at = $5, lease_owner = NULL, lease_until = NULL
+             WHERE id = $6 AND status = 'sending' AND lease_owner = $7",
         )
         .bind(status.as_str())
         .bind(location)
@@ -781,7 +918,7 @@ impl Store {
             "next_attempt_at": retry_at.map(timestamp),
         }));
         event.task_id = d.task_id;
-        append_audit(&mut tx, event).await?;
+        append_audit(&mut tx, self.dialect, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -801,7 +938,7 @@ impl Store {
 
     /// Deletes replay nonces past their expiry; returns how many.
     pub async fn purge_expired_nonces(&self) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM webhook_nonces WHERE expires_at < ?")
+        let done = sqlx::query("DELETE FROM webhook_nonces WHERE expires_at < $1")
             .bind(now())
             .execute(&self.writer)
             .await?;
@@ -829,7 +966,7 @@ impl Store {
         let recent = sqlx::query_as(
             "SELECT id, message_id, created_at, updated_at, sender, reply_to, subject, workflow, status,
                     attempts, started_at, finished_at, error
-             FROM tasks ORDER BY id DESC LIMIT ?",
+             FROM tasks ORDER BY id DESC LIMIT $1",
         )
         .bind(recent)
         .fetch_all(db)
@@ -841,7 +978,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT id, message_id, created_at, updated_at, sender, reply_to, subject, workflow, status,
                     attempts, started_at, finished_at, error
-             FROM tasks WHERE id = ?",
+             FROM tasks WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.reader)
@@ -852,7 +989,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT id, attempt, position, agent, model, status, input, output, error, started_at,
                     finished_at, duration_ms
-             FROM task_steps WHERE task_id = ? ORDER BY id",
+             FROM task_steps WHERE task_id = $1 ORDER BY id",
         )
         .bind(task)
         .fetch_all(&self.reader)
@@ -863,7 +1000,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT id, task_id, kind, message_id, envelope_to, status, attempts, created_at,
                     delivered_at, location, last_error
-             FROM outbox WHERE task_id = ? ORDER BY id",
+             FROM outbox WHERE task_id = $1 ORDER BY id",
         )
         .bind(task)
         .fetch_all(&self.reader)
@@ -872,7 +1009,7 @@ impl Store {
 
     /// The stored reply of a task (complete RFC 5322 bytes), if one was queued.
     pub async fn task_reply(&self, task: i64) -> Result<Option<Vec<u8>>> {
-        Ok(sqlx::query_scalar("SELECT payload FROM outbox WHERE task_id = ? AND kind = 'mail'")
+        Ok(sqlx::query_scalar("SELECT payload FROM outbox WHERE task_id = $1 AND kind = 'mail'")
             .bind(task)
             .fetch_optional(&self.reader)
             .await?)
@@ -882,7 +1019,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT id, received_at, source, source_key, message_id, sha256, size_bytes, status, reason,
                     sender, subject
-             FROM messages WHERE id = ?",
+             FROM messages WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.reader)
@@ -891,7 +1028,7 @@ impl Store {
 
     /// The raw bytes of a stored message, exactly as received.
     pub async fn message_raw(&self, id: i64) -> Result<Option<Vec<u8>>> {
-        Ok(sqlx::query_scalar("SELECT raw FROM messages WHERE id = ?")
+        Ok(sqlx::query_scalar("SELECT raw FROM messages WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.reader)
             .await?)
@@ -905,7 +1042,7 @@ impl Store {
     ) -> Result<()> {
         let sql = "SELECT seq, at, actor, action, entity, task_id, details, prev_hash, hash
                    FROM audit_log
-                   WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at <= ?2) AND (?3 IS NULL OR task_id = ?3)
+                   WHERE ($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at <= $2) AND ($3 IS NULL OR task_id = $3)
                    ORDER BY seq";
         let mut rows = sqlx::query(sql)
             .bind(filter.since.map(timestamp))
@@ -925,7 +1062,7 @@ impl Store {
 
     /// Task status as stored, for callers that wait on a task.
     pub async fn task_status(&self, id: TaskId) -> Result<Option<TaskStatus>> {
-        let s: Option<String> = sqlx::query_scalar("SELECT status FROM tasks WHERE id = ?")
+        let s: Option<String> = sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1")
             .bind(id.0)
             .fetch_optional(&self.reader)
             .await?;

@@ -1,7 +1,61 @@
-//! Test harness: the whole app on port 0 over a SQLite file in a temp dir, a signing helper, a
-//! scripted SMTP server on 127.0.0.1, and waits with deadlines.
+//! Test harness: the whole app on port 0 over a real database (a SQLite file in a temp dir, or a
+//! fresh database on a throwaway PostgreSQL cluster), a signing helper, a scripted SMTP server
+//! on 127.0.0.1, and waits with deadlines. [`matrix!`] runs a test against both backends.
 
 #![allow(dead_code)]
+
+pub mod pg;
+
+/// Which backend a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+impl Db {
+    /// `DATABASE_URL` of a fresh, empty database of this backend (SQLite files under `dir`).
+    pub async fn fresh_url(self, dir: &Path) -> String {
+        match self {
+            Db::Sqlite => format!("sqlite://{}/swarm.db", dir.display()),
+            Db::Postgres => pg::fresh_database().await,
+        }
+    }
+}
+
+/// Defines each test once and runs it against both backends: `name::sqlite` and
+/// `name::postgres` (skipped with a notice where PostgreSQL cannot run, failing in CI).
+///
+/// ```ignore
+/// matrix! {
+///     async fn same_message_twice_makes_one_task(db: Db) { let app = TestApp::spawn(db, &[]).await; ... }
+/// }
+/// ```
+#[allow(unused_macros)]
+macro_rules! matrix {
+    ($( $(#[$attr:meta])* async fn $name:ident($db:ident: Db) $body:block )*) => {$(
+        $(#[$attr])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $db = $crate::support::Db::Sqlite;
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if !$crate::support::pg::available() {
+                    return;
+                }
+                let $db = $crate::support::Db::Postgres;
+                $body
+            }
+        }
+    )*};
+}
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,10 +77,11 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)).expect("fixture")
 }
 
-/// Settings for a test instance living in `dir`, plus `extra` overrides.
-pub fn settings(dir: &Path, extra: &[(&str, &str)]) -> Settings {
+/// Settings for a test instance on `database_url` with its files in `dir`, plus `extra`
+/// overrides (an empty value unsets one).
+pub fn settings(dir: &Path, database_url: &str, extra: &[(&str, &str)]) -> Settings {
     let mut map: HashMap<String, String> = HashMap::from([
-        ("DATABASE_URL".into(), format!("sqlite://{}/swarm.db", dir.display())),
+        ("DATABASE_URL".into(), database_url.to_owned()),
         ("SWARM_HTTP_ADDR".into(), "127.0.0.1:0".into()),
         ("SWARM_OUTBOX_DIR".into(), dir.join("outbox").display().to_string()),
         ("SWARM_TEMPLATES_DIR".into(), dir.join("templates").display().to_string()),
@@ -53,11 +108,12 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// Starts the app on port 0. `extra` overrides settings; an empty value unsets one.
-    pub async fn spawn(extra: &[(&str, &str)]) -> Self {
+    /// Starts the app on port 0 over a fresh database. `extra` overrides settings; an empty
+    /// value unsets one.
+    pub async fn spawn(db: Db, extra: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let settings = settings(dir.path(), extra);
-        let url = settings.database_url.clone();
+        let url = db.fresh_url(dir.path()).await;
+        let settings = settings(dir.path(), &url, extra);
         let app = Application::build(settings).await.expect("app builds");
         let base = format!("http://{}", app.local_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -68,7 +124,7 @@ impl TestApp {
             .await
             .expect("server runs");
         });
-        let store = Store::connect(&url).await.expect("test store");
+        let store = Store::connect(&url, &Default::default()).await.expect("test store");
         Self { base, dir, store, http: reqwest::Client::new(), stop: Some(tx), server: Some(server) }
     }
 
