@@ -112,7 +112,9 @@ async fn write_file(
         None => format!("mail-{tag}.eml"),
     };
     let path = dir.join(&name);
-    let tmp = dir.join(format!(".{name}.tmp"));
+    // A temp name of our own: after a crash another instance may redeliver the same reply into a
+    // shared folder at the same time; each writes its own file and the renames are atomic.
+    let tmp = dir.join(format!(".{name}.{}.{:08x}.tmp", std::process::id(), rand::random::<u32>()));
     tokio::fs::write(&tmp, bytes)
         .await
         .map_err(|e| SendError::transient(format!("writing {}: {e}", tmp.display())))?;

@@ -23,7 +23,7 @@ use futures_util::TryStreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, FromRow, Row};
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, FromRow, Row, Transaction};
 
 use crate::audit::{self, AuditEvent, AuditRecord};
 use crate::domain::{DeliveryStatus, MessageRowId, MessageStatus, Outcome, StepStatus, TaskId, TaskStatus};
@@ -85,6 +85,8 @@ impl Dialect {
 
 // The claims differ only in the lock clause of the subquery; SQLite's single writer makes the
 // UPDATE atomic already, PostgreSQL needs SKIP LOCKED so concurrent instances take different rows.
+// NO KEY UPDATE (not UPDATE): the row's key never changes, and the weaker lock does not block the
+// KEY SHARE locks that foreign-key checks take when the previous owner still writes its steps.
 const CLAIM_TASK_SQLITE: &str = "UPDATE tasks
      SET status = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1,
          started_at = COALESCE(started_at, $3), updated_at = $3
@@ -97,7 +99,7 @@ const CLAIM_TASK_POSTGRES: &str = "UPDATE tasks
          started_at = COALESCE(started_at, $3), updated_at = $3
      WHERE id = (SELECT id FROM tasks
                  WHERE status = 'queued' OR (status = 'running' AND lease_until < $3)
-                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 ORDER BY id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED)
      RETURNING id, attempts, created_at, workflow, sender, reply_to, subject, input";
 const CLAIM_DELIVERY_SQLITE: &str = "UPDATE outbox
      SET status = 'sending', lease_owner = $1, lease_until = $2, attempts = attempts + 1
@@ -111,7 +113,7 @@ const CLAIM_DELIVERY_POSTGRES: &str = "UPDATE outbox
      WHERE id = (SELECT id FROM outbox
                  WHERE (status = 'pending' AND next_attempt_at <= $3)
                     OR (status = 'sending' AND lease_until < $3)
-                 ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 ORDER BY next_attempt_at, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED)
      RETURNING id, task_id, message_id, envelope_from, envelope_to, payload, attempts";
 
 /// Pool settings.
@@ -331,8 +333,8 @@ fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
     })
 }
 
-/// Appends audit records inside the caller's transaction: reads the chain head once, appends,
-/// and moves the head once in [`Chain::save`]. A transaction that appended must call `save`.
+/// The audit chain inside one transaction: reads (and on PostgreSQL locks) the head once,
+/// appends, and moves the head once in [`Chain::save`]. Used only by `Store::commit_audited`.
 struct Chain {
     seq: i64,
     hash: String,
@@ -385,13 +387,6 @@ impl Chain {
             .await?;
         Ok(())
     }
-}
-
-/// Appends one record, inside the caller's transaction.
-async fn append_audit(conn: &mut AnyConnection, dialect: Dialect, event: AuditEvent) -> Result<()> {
-    let mut chain = Chain::load(conn, dialect).await?;
-    chain.append(conn, event).await?;
-    chain.save(conn).await
 }
 
 /// A step about to start, for [`Store::start_steps`].
@@ -517,6 +512,19 @@ impl Store {
         Ok(self.writer.begin_with(self.dialect.begin()).await?)
     }
 
+    /// Appends `events` to the audit chain and commits. The chain head is locked here, as the
+    /// last lock the transaction takes: a transaction holding the head never waits for a row
+    /// lock, so concurrent writers cannot deadlock on it (see the module docs).
+    async fn commit_audited(&self, mut tx: Transaction<'static, Any>, events: Vec<AuditEvent>) -> Result<()> {
+        let mut chain = Chain::load(&mut tx, self.dialect).await?;
+        for event in events {
+            chain.append(&mut tx, event).await?;
+        }
+        chain.save(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Stores a raw message and its disposition in one transaction, with audit records.
     ///
     /// Dedupe is the unique `dedupe_key`: a second copy stores nothing and returns
@@ -586,26 +594,20 @@ impl Store {
                 json!({"source": msg.source, "source_key": msg.source_key, "dedupe_key": msg.dedupe_key}),
             );
             event.task_id = task;
-            append_audit(&mut tx, self.dialect, event).await?;
-            tx.commit().await?;
+            self.commit_audited(tx, vec![event]).await?;
             return Ok(Outcome::Duplicate { message: MessageRowId(first), task: task.map(TaskId) });
         };
 
-        let mut chain = Chain::load(&mut tx, self.dialect).await?;
-        chain
-            .append(
-                &mut tx,
-                AuditEvent::new(actor, "message.received", format!("message:{message}")).details(json!({
-                    "source": msg.source,
-                    "source_key": msg.source_key,
-                    "message_id": msg.message_id,
-                    "sha256": msg.sha256,
-                    "size_bytes": msg.raw.len(),
-                })),
-            )
-            .await?;
+        let mut events =
+            vec![AuditEvent::new(actor, "message.received", format!("message:{message}")).details(json!({
+                "source": msg.source,
+                "source_key": msg.source_key,
+                "message_id": msg.message_id,
+                "sha256": msg.sha256,
+                "size_bytes": msg.raw.len(),
+            }))];
         let message = MessageRowId(message);
-        let stored = match disposition {
+        let outcome = match disposition {
             Disposition::Task(t) => {
                 let task: i64 = sqlx::query_scalar(
                     "INSERT INTO tasks (message_id, created_at, updated_at, sender, reply_to, subject,
@@ -623,40 +625,28 @@ impl Store {
                 .bind(&t.input)
                 .fetch_one(&mut *tx)
                 .await?;
-                chain
-                    .append(
-                    &mut tx,
-                    AuditEvent::new(actor, "task.created", format!("task:{task}"))
-                        .task(task)
-                        .details(json!({"message": message.0, "workflow": t.workflow, "sender": t.sender, "subject": t.subject})),
-                )
-                .await?;
+                events.push(AuditEvent::new(actor, "task.created", format!("task:{task}")).task(task).details(
+                    json!({"message": message.0, "workflow": t.workflow, "sender": t.sender, "subject": t.subject}),
+                ));
                 Outcome::Task { message, task: TaskId(task) }
             }
             Disposition::Ignored(reason) => {
-                chain
-                    .append(
-                        &mut tx,
-                        AuditEvent::new(actor, "message.ignored", format!("message:{message}"))
-                            .details(json!({"reason": reason})),
-                    )
-                    .await?;
+                events.push(
+                    AuditEvent::new(actor, "message.ignored", format!("message:{message}"))
+                        .details(json!({"reason": reason})),
+                );
                 Outcome::Ignored { message, reason }
             }
             Disposition::Quarantined(reason) => {
-                chain
-                    .append(
-                        &mut tx,
-                        AuditEvent::new(actor, "message.quarantined", format!("message:{message}"))
-                            .details(json!({"reason": reason})),
-                    )
-                    .await?;
+                events.push(
+                    AuditEvent::new(actor, "message.quarantined", format!("message:{message}"))
+                        .details(json!({"reason": reason})),
+                );
                 Outcome::Quarantined { message, reason }
             }
         };
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        Ok(stored)
+        self.commit_audited(tx, events).await?;
+        Ok(outcome)
     }
 
     /// Claims the oldest queued task, or one whose lease expired (its worker died), for `lease`.
@@ -670,26 +660,24 @@ impl Store {
             .bind(&now)
             .fetch_optional(&mut *tx)
             .await?;
-        if let Some(t) = &claimed {
-            append_audit(
-                &mut tx,
-                self.dialect,
-                AuditEvent::new("worker", "task.claimed", format!("task:{}", t.id))
-                    .task(t.id)
-                    .details(json!({"owner": owner, "attempt": t.attempts})),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(claimed)
+        let Some(t) = claimed else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let event = AuditEvent::new("worker", "task.claimed", format!("task:{}", t.id))
+            .task(t.id)
+            .details(json!({"owner": owner, "attempt": t.attempts}));
+        self.commit_audited(tx, vec![event]).await?;
+        Ok(Some(t))
     }
 
     /// Records that the steps of one workflow stage started, in one transaction; returns their
     /// ids in the same order.
     pub async fn start_steps(&self, task: i64, attempt: i64, steps: &[NewStep<'_>]) -> Result<Vec<i64>> {
+        let now = now();
         let mut tx = self.begin().await?;
-        let mut chain = Chain::load(&mut tx, self.dialect).await?;
         let mut ids = Vec::with_capacity(steps.len());
+        let mut events = Vec::with_capacity(steps.len());
         for s in steps {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO task_steps (task_id, attempt, position, agent, input, status, started_at)
@@ -701,28 +689,25 @@ impl Store {
             .bind(s.position as i64)
             .bind(s.agent)
             .bind(s.input.to_string())
-            .bind(&chain.at)
+            .bind(&now)
             .fetch_one(&mut *tx)
             .await?;
-            chain
-                .append(
-                    &mut tx,
-                    AuditEvent::new("worker", "step.started", format!("step:{id}"))
-                        .task(task)
-                        .details(json!({"agent": s.agent, "position": s.position, "attempt": attempt})),
-                )
-                .await?;
+            events.push(
+                AuditEvent::new("worker", "step.started", format!("step:{id}"))
+                    .task(task)
+                    .details(json!({"agent": s.agent, "position": s.position, "attempt": attempt})),
+            );
             ids.push(id);
         }
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
+        self.commit_audited(tx, events).await?;
         Ok(ids)
     }
 
     /// Records the outcomes of one stage's steps, in one transaction.
     pub async fn finish_steps(&self, task: i64, outcomes: &[StepOutcome<'_>]) -> Result<()> {
+        let now = now();
         let mut tx = self.begin().await?;
-        let mut chain = Chain::load(&mut tx, self.dialect).await?;
+        let mut events = Vec::with_capacity(outcomes.len());
         for o in outcomes {
             let (status, output, error) = match o.outcome {
                 Ok(v) => (StepStatus::Ok, Some(v.to_string()), None),
@@ -735,28 +720,16 @@ impl Store {
             .bind(status.as_str())
             .bind(output)
             .bind(error)
-            .bind(&chain.at)
+            .bind(&now)
             .bind(o.duration_ms as i64)
             .bind(o.step)
             .execute(&mut *tx)
             .await?;
-            chain
-                .append(
-                    &mut tx,
-                    AuditEvent::new("worker", "step.finished", format!("step:{}", o.step))
-                        .task(task)
-                        .details(json!({
-                            "agent": o.agent,
-                            "status": status.as_str(),
-                            "duration_ms": o.duration_ms,
-                            "error": error,
-                        })),
-                )
-                .await?;
+            events.push(AuditEvent::new("worker", "step.finished", format!("step:{}", o.step)).task(task).details(
+                json!({"agent": o.agent, "status": status.as_str(), "duration_ms": o.duration_ms, "error": error}),
+            ));
         }
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.commit_audited(tx, events).await
     }
 
     /// Marks a task done and queues its reply in one transaction (invariant 4).
@@ -794,20 +767,13 @@ impl Store {
         .bind(&now)
         .fetch_one(&mut *tx)
         .await?;
-        let mut chain = Chain::load(&mut tx, self.dialect).await?;
-        chain
-            .append(&mut tx, AuditEvent::new("worker", "task.completed", format!("task:{task}")).task(task))
-            .await?;
-        chain
-            .append(
-            &mut tx,
-            AuditEvent::new("worker", "reply.queued", format!("outbox:{delivery}"))
-                .task(task)
-                .details(json!({"message_id": reply.message_id, "to": reply.envelope_to, "size_bytes": reply.payload.len()})),
-        )
-        .await?;
-        chain.save(&mut tx).await?;
-        tx.commit().await?;
+        let events = vec![
+            AuditEvent::new("worker", "task.completed", format!("task:{task}")).task(task),
+            AuditEvent::new("worker", "reply.queued", format!("outbox:{delivery}")).task(task).details(
+                json!({"message_id": reply.message_id, "to": reply.envelope_to, "size_bytes": reply.payload.len()}),
+            ),
+        ];
+        self.commit_audited(tx, events).await?;
         Ok(true)
     }
 
@@ -830,15 +796,10 @@ impl Store {
         if updated == 0 {
             return Ok(false);
         }
-        append_audit(
-            &mut tx,
-            self.dialect,
-            AuditEvent::new("worker", "task.failed", format!("task:{task}"))
-                .task(task)
-                .details(json!({"error": error})),
-        )
-        .await?;
-        tx.commit().await?;
+        let event = AuditEvent::new("worker", "task.failed", format!("task:{task}"))
+            .task(task)
+            .details(json!({"error": error}));
+        self.commit_audited(tx, vec![event]).await?;
         Ok(true)
     }
 
@@ -918,9 +879,7 @@ impl Store {
             "next_attempt_at": retry_at.map(timestamp),
         }));
         event.task_id = d.task_id;
-        append_audit(&mut tx, self.dialect, event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.commit_audited(tx, vec![event]).await
     }
 
     /// Queued or leased tasks, and deliveries not yet delivered or failed for good.
