@@ -8,59 +8,24 @@ mod support;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::fleet::{Fleet, command, message, post_signed};
 use support::{SECRET, pg, wait_until};
-use swarm_director::intake::webhook::{decode_secret, sign};
+use swarm_director::intake::webhook::decode_secret;
 use swarm_director::store::Store;
 
+const BINARY: &str = env!("CARGO_BIN_EXE_swarm-director");
+/// A short lease, so the killed instance's work is taken over within seconds.
+const ENV: &[(&str, &str)] = &[
+    ("SWARM_WEBHOOK_SECRETS", SECRET),
+    ("SWARM_LEASE_SECS", "3"),
+    ("SWARM_POLL_INTERVAL_MS", "100"),
+    ("SWARM_DB_POOL_SIZE", "8"),
+];
+
 const MESSAGES: usize = 500;
-
-/// The instances; killed when the test ends, however it ends.
-struct Instances(Vec<Option<Child>>);
-
-impl Drop for Instances {
-    fn drop(&mut self) {
-        for child in self.0.iter_mut().flatten() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn binary(dir: &Path, url: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_swarm-director"));
-    cmd.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", url)
-        .env("SWARM_OUTBOX_DIR", dir.join("outbox"))
-        .env("SWARM_WEBHOOK_SECRETS", SECRET)
-        // A short lease, so the killed instance's work is taken over within seconds.
-        .env("SWARM_LEASE_SECS", "3")
-        .env("SWARM_POLL_INTERVAL_MS", "100")
-        .env("SWARM_DB_POOL_SIZE", "8")
-        .env("SWARM_LOG", "warn");
-    cmd
-}
-
-fn message(i: usize) -> Vec<u8> {
-    format!(
-        "From: User {i} <user{i}@example.org>\r\nTo: swarm@localhost\r\nSubject: Request {i}\r\n\
-         Message-ID: <load-{i}@example.org>\r\nDate: Fri, 20 Nov 2026 09:00:00 +0000\r\n\r\n\
-         Hello,\r\n\r\nCould you send report number {i} by Friday? The numbers for region {i} are in.\r\n"
-    )
-    .into_bytes()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_instances_one_killed_handle_every_message_exactly_once() {
@@ -73,60 +38,22 @@ async fn three_instances_one_killed_handle_every_message_exactly_once() {
     let url = pg::fresh_database().await;
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
-    let migrate = binary(d, &url).arg("migrate").output().expect("migrate runs");
+    let migrate = command(Path::new(BINARY), d, &url, ENV).arg("migrate").output().expect("migrate runs");
     assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
-
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut instances = Instances(
-        ports
-            .iter()
-            .enumerate()
-            .map(|(n, port)| {
-                let log = std::fs::File::create(d.join(format!("instance-{n}.log"))).expect("log");
-                let child = binary(d, &url)
-                    .arg("serve")
-                    .env("SWARM_HTTP_ADDR", format!("127.0.0.1:{port}"))
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .expect("instance starts");
-                Some(child)
-            })
-            .collect(),
-    );
+    let mut fleet = Fleet::start(Path::new(BINARY), d, &url, 3, ENV);
+    let ports = fleet.ports.clone();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-    for port in &ports {
-        let healthy = wait_until(Duration::from_secs(20), || async {
-            let r = http.get(format!("http://127.0.0.1:{port}/health")).send().await.ok()?;
-            r.status().is_success().then_some(())
-        })
-        .await;
-        assert!(healthy.is_some(), "instance on {port} did not become healthy");
-    }
 
     let key = Arc::new(decode_secret(SECRET).expect("secret"));
     let post = |port: u16, id: String, body: Vec<u8>| {
         let (http, key) = (http.clone(), key.clone());
-        async move {
-            let ts = chrono::Utc::now().timestamp();
-            http.post(format!("http://127.0.0.1:{port}/inbound/raw"))
-                .header("content-type", "message/rfc822")
-                .header("webhook-id", &id)
-                .header("webhook-timestamp", ts.to_string())
-                .header("webhook-signature", sign(&key, &id, ts, &body))
-                .body(body)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        }
+        async move { post_signed(&http, port, &key, &id, body).await }
     };
 
     // Post in batches of 20 messages (40 requests in flight); kill instance 0 halfway through.
     for batch in (0..MESSAGES).collect::<Vec<_>>().chunks(20) {
         if batch[0] == MESSAGES / 2 {
-            let mut victim = instances.0[0].take().expect("instance 0");
-            victim.kill().expect("SIGKILL");
-            let _ = victim.wait();
+            fleet.kill(0);
         }
         let mut handles = Vec::new();
         for &i in batch {
@@ -189,10 +116,11 @@ async fn three_instances_one_killed_handle_every_message_exactly_once() {
     assert_eq!(file_ids, ids, "the reply files are exactly the delivered replies");
 
     // Retries would hide lock trouble (deadlocks, timeouts); the instances must not have logged any.
-    for n in 0..3 {
-        let log = std::fs::read_to_string(d.join(format!("instance-{n}.log"))).expect("log");
+    for (n, path) in fleet.logs.iter().enumerate() {
+        let log = std::fs::read_to_string(path).expect("log");
         assert!(!log.contains("ERROR"), "instance {n} logged errors:\n{log}");
     }
-    let verify = binary(d, &url).args(["audit", "verify"]).output().expect("verify runs");
+    let verify =
+        command(Path::new(BINARY), d, &url, ENV).args(["audit", "verify"]).output().expect("verify runs");
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
 }

@@ -333,60 +333,77 @@ fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
     })
 }
 
-/// The audit chain inside one transaction: reads (and on PostgreSQL locks) the head once,
-/// appends, and moves the head once in [`Chain::save`]. Used only by `Store::commit_audited`.
-struct Chain {
-    seq: i64,
-    hash: String,
-    at: String,
-}
-
-impl Chain {
-    async fn load(conn: &mut AnyConnection, dialect: Dialect) -> Result<Self> {
-        let (seq, hash): (i64, String) = sqlx::query_as(dialect.chain_head()).fetch_one(&mut *conn).await?;
-        Ok(Self { seq, hash, at: now() })
+/// Appends `events` to the audit chain inside the caller's transaction, as its last step: reads
+/// (on PostgreSQL: locks) the head, computes the hashes, then writes every record and the new
+/// head. The head is held for as few round trips as possible, since it serializes all writers:
+/// PostgreSQL does the writes in one statement (a data-modifying CTE), SQLite in two.
+async fn append_to_chain(conn: &mut AnyConnection, dialect: Dialect, events: Vec<AuditEvent>) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
     }
-
-    async fn append(&mut self, conn: &mut AnyConnection, event: AuditEvent) -> Result<()> {
-        let seq = self.seq + 1;
-        let hash = audit::chain_hash(
-            &self.hash,
-            seq,
-            &self.at,
+    let (mut seq, mut hash): (i64, String) =
+        sqlx::query_as(dialect.chain_head()).fetch_one(&mut *conn).await?;
+    let at = now();
+    const COLUMNS: usize = 9;
+    let rows: Vec<String> = (0..events.len())
+        .map(|r| {
+            let params: Vec<String> = (1..=COLUMNS).map(|c| format!("${}", r * COLUMNS + c)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    let insert = format!(
+        "INSERT INTO audit_log (seq, at, actor, action, entity, task_id, details, prev_hash, hash) VALUES {}",
+        rows.join(", ")
+    );
+    let head_params = (events.len() * COLUMNS + 1, events.len() * COLUMNS + 2);
+    let sql = match dialect {
+        Dialect::Postgres => format!(
+            "WITH appended AS ({insert} RETURNING seq) UPDATE audit_head SET seq = ${}, hash = ${} WHERE id = 1",
+            head_params.0, head_params.1
+        ),
+        Dialect::Sqlite => insert,
+    };
+    // The statement text holds only placeholders; every value is bound.
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for event in events {
+        let next = seq + 1;
+        let next_hash = audit::chain_hash(
+            &hash,
+            next,
+            &at,
             &event.actor,
             event.action,
             &event.entity,
             event.task_id,
             &event.details,
         );
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, action, entity, task_id, details, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(seq)
-        .bind(&self.at)
-        .bind(&event.actor)
-        .bind(event.action)
-        .bind(&event.entity)
-        .bind(event.task_id)
-        .bind(event.details.to_string())
-        .bind(&self.hash)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?;
-        self.seq = seq;
-        self.hash = hash;
-        Ok(())
+        query = query
+            .bind(next)
+            .bind(at.clone())
+            .bind(event.actor)
+            .bind(event.action)
+            .bind(event.entity)
+            .bind(event.task_id)
+            .bind(event.details.to_string())
+            .bind(hash)
+            .bind(next_hash.clone());
+        seq = next;
+        hash = next_hash;
     }
-
-    async fn save(self, conn: &mut AnyConnection) -> Result<()> {
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(self.seq)
-            .bind(&self.hash)
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+    match dialect {
+        Dialect::Postgres => {
+            query.bind(seq).bind(hash).execute(&mut *conn).await?;
+        }
+        Dialect::Sqlite => {
+            query.execute(&mut *conn).await?;
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(seq)
+                .bind(hash)
+                .execute(&mut *conn)
+                .await?;
+        }
     }
+    Ok(())
 }
 
 /// A step about to start, for [`Store::start_steps`].
@@ -516,11 +533,7 @@ impl Store {
     /// last lock the transaction takes: a transaction holding the head never waits for a row
     /// lock, so concurrent writers cannot deadlock on it (see the module docs).
     async fn commit_audited(&self, mut tx: Transaction<'static, Any>, events: Vec<AuditEvent>) -> Result<()> {
-        let mut chain = Chain::load(&mut tx, self.dialect).await?;
-        for event in events {
-            chain.append(&mut tx, event).await?;
-        }
-        chain.save(&mut tx).await?;
+        append_to_chain(&mut tx, self.dialect, events).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -1,0 +1,123 @@
+//! Instances of the `swarm-director` binary as separate processes on 127.0.0.1, and a signed
+//! /inbound/raw client: shared by the multi-process test and the benchmarks.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use swarm_director::intake::webhook::sign;
+
+/// Running `serve` processes; all killed when dropped.
+pub struct Fleet {
+    children: Vec<Option<Child>>,
+    pub ports: Vec<u16>,
+    pub logs: Vec<PathBuf>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The binary with a clean environment: `DATABASE_URL`, files in `dir`, quiet logs, and `env`.
+pub fn command(binary: &Path, dir: &Path, url: &str, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", url)
+        .env("SWARM_OUTBOX_DIR", dir.join("outbox"))
+        .env("SWARM_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+impl Fleet {
+    /// Starts `n` instances of `serve` sharing `url` and the folder `dir`, each on its own port,
+    /// stderr to `dir/instance-N.log`; returns once every one answers /health (20 s at most).
+    pub fn start(binary: &Path, dir: &Path, url: &str, n: usize, env: &[(&str, &str)]) -> Self {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let logs: Vec<PathBuf> = (0..n).map(|i| dir.join(format!("instance-{i}.log"))).collect();
+        let children = ports
+            .iter()
+            .zip(&logs)
+            .map(|(port, log)| {
+                let log = std::fs::File::create(log).expect("log file");
+                Some(
+                    command(binary, dir, url, env)
+                        .arg("serve")
+                        .env("SWARM_HTTP_ADDR", format!("127.0.0.1:{port}"))
+                        .stdout(Stdio::null())
+                        .stderr(log)
+                        .spawn()
+                        .expect("instance starts"),
+                )
+            })
+            .collect();
+        let fleet = Self { children, ports, logs };
+        for port in &fleet.ports {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(Instant::now() < deadline, "instance on port {port} did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        fleet
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.children[i].as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A small distinct request, number `i`.
+pub fn message(i: usize) -> Vec<u8> {
+    format!(
+        "From: User {i} <user{i}@example.org>\r\nTo: swarm@localhost\r\nSubject: Request {i}\r\n\
+         Message-ID: <load-{i}@example.org>\r\nDate: Fri, 20 Nov 2026 09:00:00 +0000\r\n\r\n\
+         Hello,\r\n\r\nCould you send report number {i} by Friday? The numbers for region {i} are in.\r\n"
+    )
+    .into_bytes()
+}
+
+/// Posts `body` to an instance's /inbound/raw, signed with `key` as webhook-id `id`; the status.
+pub async fn post_signed(
+    http: &reqwest::Client,
+    port: u16,
+    key: &[u8],
+    id: &str,
+    body: Vec<u8>,
+) -> Result<u16, reqwest::Error> {
+    let ts = chrono::Utc::now().timestamp();
+    http.post(format!("http://127.0.0.1:{port}/inbound/raw"))
+        .header("content-type", "message/rfc822")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sign(key, id, ts, &body))
+        .body(body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+}
