@@ -4,7 +4,7 @@
 //! flight, spread round-robin over the instances; timed from the first post until every task is
 //! done and every reply delivered (`.eml` files into one shared folder). Setups: 1 instance on
 //! SQLite (the baseline), 1 instance on PostgreSQL, 3 instances on one PostgreSQL database. Each
-//! setup runs 3 times on a fresh database; the median is reported, as tasks/s and as a ratio to
+//! setup runs 5 times on a fresh database; the median is reported, as tasks/s and as a ratio to
 //! the baseline. Everything (PostgreSQL included) shares this machine's cores.
 
 #[path = "../tests/support/fleet.rs"]
@@ -22,7 +22,7 @@ use swarm_director::store::Store;
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const MESSAGES: usize = 500;
 const IN_FLIGHT: usize = 16;
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 const ENV: &[(&str, &str)] = &[("SWARM_WEBHOOK_SECRETS", SECRET), ("SWARM_POLL_INTERVAL_MS", "100")];
 
 async fn run_once(url: &str, instances: usize) -> Duration {

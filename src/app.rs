@@ -131,22 +131,32 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let poll = s.poll_interval;
 
-        let orchestrator = app.orchestrator.clone();
-        let outbox_wake = app.outbox_wake.clone();
-        let tasks =
-            tokio::spawn(work_loop("task worker", app.task_wake.clone(), poll, stop_rx.clone(), move || {
-                let orchestrator = orchestrator.clone();
-                let outbox_wake = outbox_wake.clone();
-                async move {
-                    let ran = orchestrator.run_next().await?;
-                    if ran {
-                        outbox_wake.notify_one();
-                    }
-                    Ok(ran)
-                }
-            }));
+        // Several task workers: each claims its own task under a lease, so they never collide.
+        let mut handles: Vec<tokio::task::JoinHandle<()>> = (0..s.task_workers.max(1))
+            .map(|_| {
+                let orchestrator = app.orchestrator.clone();
+                let outbox_wake = app.outbox_wake.clone();
+                tokio::spawn(work_loop(
+                    "task worker",
+                    app.task_wake.clone(),
+                    poll,
+                    stop_rx.clone(),
+                    move || {
+                        let orchestrator = orchestrator.clone();
+                        let outbox_wake = outbox_wake.clone();
+                        async move {
+                            let ran = orchestrator.run_next().await?;
+                            if ran {
+                                outbox_wake.notify_one();
+                            }
+                            Ok(ran)
+                        }
+                    },
+                ))
+            })
+            .collect();
         let outbox = app.outbox.clone();
-        let deliveries = tokio::spawn(work_loop(
+        handles.push(tokio::spawn(work_loop(
             "outbox worker",
             app.outbox_wake.clone(),
             poll,
@@ -155,15 +165,15 @@ impl Application {
                 let outbox = outbox.clone();
                 async move { outbox.deliver_next().await }
             },
-        ));
-        let jobs = tokio::spawn(crate::scheduler::run(app.store.clone(), stop_rx));
+        )));
+        handles.push(tokio::spawn(crate::scheduler::run(app.store.clone(), stop_rx)));
 
         info!(addr = %listener.local_addr()?, "serving");
         let server = axum::serve(listener, web::router(state)).with_graceful_shutdown(shutdown);
         let result = server.await.context("HTTP server");
         info!("shutting down: finishing work in hand");
         let _ = stop_tx.send(true);
-        for handle in [tasks, deliveries, jobs] {
+        for handle in handles {
             let _ = handle.await;
         }
         result

@@ -54,6 +54,8 @@ pub struct Settings {
     pub lease: Duration,
     /// How often idle workers look for work they were not told about.
     pub poll_interval: Duration,
+    /// Task workers per instance, each running one task at a time.
+    pub task_workers: usize,
     /// tracing EnvFilter directives, e.g. `info` or `swarm_director=debug`.
     pub log_filter: String,
     /// `text` or `json`.
@@ -127,6 +129,7 @@ impl Settings {
             },
             lease: Duration::from_secs(number("SWARM_LEASE_SECS", 300)?),
             poll_interval: Duration::from_millis(number("SWARM_POLL_INTERVAL_MS", 1000)?),
+            task_workers: number("SWARM_TASK_WORKERS", 2)? as usize,
             log_filter: text("SWARM_LOG", "info"),
             log_format,
         })
