@@ -41,9 +41,9 @@ fn later(d: Duration) -> String {
     timestamp(Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
 }
 
-/// Which SQL dialect a store speaks.
+/// Which SQL dialect a store speaks; private to this module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
+enum Dialect {
     Sqlite,
     Postgres,
 }
@@ -502,10 +502,6 @@ impl Store {
             .await
             .with_context(|| format!("connecting to {}", redact(url)))?;
         Ok(Self { writer: pool.clone(), reader: pool, dialect: Dialect::Postgres })
-    }
-
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
     }
 
     /// Applies pending migrations of this backend (`migrations/sqlite` or `migrations/postgres`,
