@@ -5,7 +5,7 @@
 //! - SQLite (`sqlite://path`): WAL mode, a busy timeout, one writer connection (writes are
 //!   serialized in-process, readers never block them), `BEGIN IMMEDIATE` transactions.
 //! - PostgreSQL (`postgres://...`): one pool for several instances on one database; work is
-//!   claimed with `FOR UPDATE SKIP LOCKED`.
+//!   claimed with `FOR NO KEY UPDATE SKIP LOCKED`.
 //!
 //! Statements are written once with `$N` placeholders, which both drivers accept; the few that
 //! differ by dialect are named in [`Dialect`]. Every state change appends its audit record in the
@@ -37,8 +37,15 @@ fn now() -> String {
     timestamp(Utc::now())
 }
 
+/// `d` from now; absurdly long durations (a mistyped setting) clamp to the last second of year
+/// 9999, which still sorts correctly as text.
 fn later(d: Duration) -> String {
-    timestamp(Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| Utc::now().checked_add_signed(d))
+        .filter(|t| t.timestamp() < 253_402_300_800)
+        .map(timestamp)
+        .unwrap_or_else(|| "9999-12-31T23:59:59.999999Z".to_owned())
 }
 
 /// Which SQL dialect a store speaks; private to this module.
@@ -1043,5 +1050,23 @@ fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_of_any_length_give_sortable_times() {
+        assert!(later(Duration::from_secs(60)) > now());
+        assert_eq!(later(Duration::from_secs(u64::MAX)), "9999-12-31T23:59:59.999999Z");
+        assert!(later(Duration::from_secs(u64::MAX)) > later(Duration::from_secs(3600 * 24 * 365 * 100)));
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_database_urls() {
+        assert_eq!(redact("postgres://swarm:s3cret@db:5432/x"), "postgres://***@db:5432/x");
+        assert_eq!(redact("sqlite://data/swarm.db"), "sqlite://data/swarm.db");
     }
 }
