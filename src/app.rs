@@ -13,6 +13,7 @@ use tracing::{error, info};
 
 use crate::config::Settings;
 use crate::intake::Intake;
+use crate::intake::imap::ImapIntake;
 use crate::intake::webhook::Verifier;
 use crate::mail::compose::Templates;
 use crate::mail::transport::Transport;
@@ -30,6 +31,8 @@ pub struct App {
     pub outbox: Arc<Outbox>,
     pub task_wake: Arc<Notify>,
     pub outbox_wake: Arc<Notify>,
+    /// IMAP intake, when `IMAP_URL` is set.
+    pub imap: Option<Arc<ImapIntake>>,
 }
 
 /// A unique name for this process's leases.
@@ -60,14 +63,19 @@ impl App {
             orchestrator.default_workflow(),
         );
         let outbox = Outbox::new(store.clone(), transport, owner, settings.lease);
+        let intake = Arc::new(intake);
+        let imap = settings.imap.clone().map(|imap| {
+            Arc::new(ImapIntake::new(imap, intake.clone(), store.clone(), settings.mime_limits.max_bytes))
+        });
         Ok(Self {
             settings,
             store,
-            intake: Arc::new(intake),
+            intake,
             orchestrator: Arc::new(orchestrator),
             outbox: Arc::new(outbox),
             task_wake: Arc::new(Notify::new()),
             outbox_wake: Arc::new(Notify::new()),
+            imap,
         })
     }
 
@@ -166,6 +174,13 @@ impl Application {
                 async move { outbox.deliver_next().await }
             },
         )));
+        if let Some(imap) = &app.imap {
+            handles.push(tokio::spawn(crate::intake::imap::run(
+                imap.clone(),
+                app.task_wake.clone(),
+                stop_rx.clone(),
+            )));
+        }
         handles.push(tokio::spawn(crate::scheduler::run(app.store.clone(), stop_rx)));
 
         info!(addr = %listener.local_addr()?, "serving");

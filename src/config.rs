@@ -29,6 +29,98 @@ impl Default for MimeLimits {
     }
 }
 
+/// Where IMAP intake starts in a mailbox it has never polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImapStart {
+    /// Only mail arriving from now on (the default: pointing the bot at a full inbox does not
+    /// answer years of old mail).
+    New,
+    /// Everything in the mailbox.
+    All,
+    /// Mail with an internal date on or after this day.
+    Since(chrono::NaiveDate),
+}
+
+/// One IMAP mailbox to take mail from.
+#[derive(Debug, Clone)]
+pub struct ImapSettings {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: SecretString,
+    pub mailbox: String,
+    /// UID MOVE processed mail here after the commit; otherwise set \Seen.
+    pub processed_mailbox: Option<String>,
+    /// UID MOVE oversize mail here; otherwise flag it \Flagged.
+    pub quarantine_mailbox: Option<String>,
+    pub start: ImapStart,
+    pub poll_interval: Duration,
+    /// Longest wait for any one IMAP command or the connection.
+    pub command_timeout: Duration,
+}
+
+impl ImapSettings {
+    /// The key of this mailbox in `mailbox_state` and the audit log: `imap://user@host:port/Mailbox`.
+    pub fn key(&self) -> String {
+        format!("imap://{}@{}:{}/{}", self.username, self.host, self.port, self.mailbox)
+    }
+}
+
+/// Parses `IMAP_URL` and friends. Only `imap://` to a loopback address for now, unless
+/// `IMAP_ALLOW_PLAINTEXT=true`: a password never crosses a network in clear text by default.
+fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<ImapSettings>> {
+    let Some(url) = get("IMAP_URL") else { return Ok(None) };
+    let rest = match url.split_once("://") {
+        Some(("imap", rest)) => rest,
+        Some(("imaps", _)) => {
+            bail!("IMAP_URL: imaps:// (TLS) is not supported yet; use imap:// to a loopback address")
+        }
+        _ => bail!("IMAP_URL={url:?} must be imap://host:port"),
+    };
+    let host_port = rest.trim_end_matches('/');
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) => (h.to_owned(), p.parse().with_context(|| format!("IMAP_URL port in {url:?}"))?),
+        None => (host_port.to_owned(), 143),
+    };
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let allow_plaintext = get("IMAP_ALLOW_PLAINTEXT").is_some_and(|v| v == "true");
+    if !loopback && !allow_plaintext {
+        bail!(
+            "IMAP_URL: plaintext imap:// is only allowed to a loopback address (set IMAP_ALLOW_PLAINTEXT=true to override)"
+        );
+    }
+    let username = get("IMAP_USERNAME").context("IMAP_URL is set but IMAP_USERNAME is not")?;
+    let password = get("IMAP_PASSWORD").context("IMAP_URL is set but IMAP_PASSWORD is not")?;
+    let start = match get("IMAP_START").as_deref() {
+        None | Some("new") => ImapStart::New,
+        Some("all") => ImapStart::All,
+        Some(v) => match v.strip_prefix("since:").map(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")) {
+            Some(Ok(day)) => ImapStart::Since(day),
+            _ => bail!("IMAP_START={v:?} must be new, all or since:YYYY-MM-DD"),
+        },
+    };
+    let seconds = |key: &str, default: u64| -> Result<Duration> {
+        match get(key) {
+            None => Ok(Duration::from_secs(default)),
+            Some(v) => Ok(Duration::from_secs(
+                v.parse().with_context(|| format!("{key}={v:?} is not whole seconds"))?,
+            )),
+        }
+    };
+    Ok(Some(ImapSettings {
+        host,
+        port,
+        username,
+        password: SecretString::from(password),
+        mailbox: get("IMAP_MAILBOX").unwrap_or_else(|| "INBOX".into()),
+        processed_mailbox: get("IMAP_PROCESSED_MAILBOX"),
+        quarantine_mailbox: get("IMAP_QUARANTINE_MAILBOX"),
+        start,
+        poll_interval: seconds("IMAP_POLL_INTERVAL", 60)?,
+        command_timeout: seconds("IMAP_COMMAND_TIMEOUT", 60)?,
+    }))
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `sqlite://path` (default `sqlite://data/swarm.db`) or `postgres://user:password@host/db`.
@@ -60,6 +152,8 @@ pub struct Settings {
     pub log_filter: String,
     /// `text` or `json`.
     pub log_format: String,
+    /// IMAP intake, when `IMAP_URL` is set.
+    pub imap: Option<ImapSettings>,
 }
 
 impl Settings {
@@ -131,6 +225,7 @@ impl Settings {
             poll_interval: Duration::from_millis(number("SWARM_POLL_INTERVAL_MS", 1000)?),
             task_workers: number("SWARM_TASK_WORKERS", 2)? as usize,
             log_filter: text("SWARM_LOG", "info"),
+            imap: imap_settings(&get)?,
             log_format,
         })
     }
@@ -163,6 +258,31 @@ mod tests {
     fn webhook_secrets_are_split_on_commas() {
         let s = settings(&[("SWARM_WEBHOOK_SECRETS", "whsec_a, whsec_b,")]).expect("valid");
         assert_eq!(s.webhook_secrets.len(), 2);
+    }
+
+    #[test]
+    fn imap_is_plaintext_only_to_loopback_by_default() {
+        let base = [("IMAP_USERNAME", "bot"), ("IMAP_PASSWORD", "pw")];
+        let with = |url: &str, extra: &[(&'static str, &'static str)]| {
+            let mut pairs = vec![("IMAP_URL", url)];
+            pairs.extend_from_slice(&base);
+            pairs.extend_from_slice(extra);
+            settings(&pairs)
+        };
+        let local = with("imap://127.0.0.1:14143", &[]).expect("loopback").imap.expect("imap");
+        assert_eq!((local.port, local.mailbox.as_str(), local.start), (14143, "INBOX", ImapStart::New));
+        assert!(with("imap://mail.example.org", &[]).is_err());
+        assert!(with("imap://mail.example.org", &[("IMAP_ALLOW_PLAINTEXT", "true")]).is_ok());
+        let since = with("imap://localhost", &[("IMAP_START", "since:2026-01-31")])
+            .expect("since")
+            .imap
+            .expect("imap");
+        assert_eq!(
+            since.start,
+            ImapStart::Since(chrono::NaiveDate::from_ymd_opt(2026, 1, 31).expect("date"))
+        );
+        assert!(with("imap://localhost", &[("IMAP_START", "yesterday")]).is_err());
+        assert!(settings(&[]).expect("defaults").imap.is_none());
     }
 
     #[test]

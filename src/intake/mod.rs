@@ -3,6 +3,7 @@
 //! and decides the message's fate (task, ignored, quarantined) in one transaction, before the
 //! caller acknowledges anything (invariant 1).
 
+pub mod imap;
 pub mod webhook;
 
 use std::time::Duration;
@@ -95,6 +96,35 @@ impl Intake {
             )
             .await?;
         info!(outcome = outcome.word(), "message accepted");
+        Ok(outcome)
+    }
+
+    /// Records a message that was never downloaded because the source declared it `size` bytes,
+    /// over the limit: quarantined with the reason, no raw bytes (they stay on the server).
+    /// Deduped by the source key, so seeing it again is a duplicate.
+    pub async fn quarantine_unread(&self, source: &Source<'_>, size: usize, limit: usize) -> Result<Outcome> {
+        let key = source.key.unwrap_or(source.name);
+        let reason =
+            format!("message is {size} bytes, over the limit of {limit} bytes; left unread at the source");
+        let outcome = self
+            .store
+            .accept_message(
+                &format!("intake:{}", source.name),
+                NewMessage {
+                    source: source.name,
+                    source_key: source.key,
+                    dedupe_key: &format!("unread:{key}"),
+                    message_id: None,
+                    sha256: "",
+                    raw: b"",
+                    sender: None,
+                    subject: None,
+                },
+                Disposition::Quarantined(reason),
+                None,
+            )
+            .await?;
+        info!(outcome = outcome.word(), size, "oversize message left unread");
         Ok(outcome)
     }
 }

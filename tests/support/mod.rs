@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fleet;
+pub mod imap;
 pub mod pg;
 
 /// Which backend a test runs against.

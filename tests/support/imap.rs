@@ -1,0 +1,206 @@
+//! A throwaway Dovecot IMAP server on 127.0.0.1 for tests: a minimal stand-alone config
+//! (passwd-file users, maildir in a temp folder, no TLS), run in the foreground under a watchdog
+//! shell that stops it and removes its folder when this process exits. Debian's `dovecot-imapd`
+//! provides it (`.ci/run` installs it). Dovecot's master must start as root; mail is owned by
+//! nobody. Each test takes a user of its own, so mailboxes never collide.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use async_imap::Session;
+use futures_util::TryStreamExt;
+use tokio::net::TcpStream;
+
+pub const PASSWORD: &str = "password";
+/// Users available to one test process.
+const USERS: u32 = 500;
+
+pub struct Dovecot {
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+static SERVER: OnceLock<Result<Dovecot, String>> = OnceLock::new();
+
+pub fn server() -> Result<&'static Dovecot, &'static str> {
+    SERVER.get_or_init(start).as_ref().map_err(String::as_str)
+}
+
+/// Whether IMAP tests run: `true` when Dovecot is up. When it cannot start, CI (`CI=true`) fails
+/// loudly; elsewhere the test is skipped with a notice.
+pub fn available() -> bool {
+    match server() {
+        Ok(_) => true,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("Dovecot must run in CI: {e}"),
+        Err(e) => {
+            eprintln!("NOTICE: Dovecot unavailable, skipping: {e}");
+            false
+        }
+    }
+}
+
+impl Dovecot {
+    /// A user nobody else has used in this process, with an empty INBOX; returns its login.
+    /// (Users are created before the server starts: Dovecot re-reads its passwd-file by mtime,
+    /// which misses several changes within one second.)
+    pub fn new_user(&self) -> String {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < USERS, "more than {USERS} IMAP test users in one process");
+        format!("user{n}@example.test")
+    }
+
+    /// A logged-in session of `user`, for a test to look at or change the mailbox.
+    pub async fn session(&self, user: &str) -> Session<TcpStream> {
+        let tcp = TcpStream::connect(("127.0.0.1", self.port)).await.expect("connect");
+        let mut client = async_imap::Client::new(tcp);
+        client.read_response().await.expect("greeting").expect("greeting");
+        client.login(user, PASSWORD).await.map_err(|(e, _)| e).expect("login")
+    }
+}
+
+/// Appends a message, with optional flags such as `(\Seen)`.
+pub async fn append(session: &mut Session<TcpStream>, mailbox: &str, raw: &[u8], flags: Option<&str>) {
+    session.append(mailbox, flags, None, raw).await.expect("APPEND");
+}
+
+/// UID → flags of every message in `mailbox`.
+pub async fn flags(session: &mut Session<TcpStream>, mailbox: &str) -> Vec<(u32, Vec<String>)> {
+    session.select(mailbox).await.expect("SELECT");
+    let fetches: Vec<async_imap::types::Fetch> =
+        session.uid_fetch("1:*", "(UID FLAGS)").await.expect("FETCH").try_collect().await.expect("fetches");
+    let mut out: Vec<(u32, Vec<String>)> = fetches
+        .iter()
+        .filter_map(|f| Some((f.uid?, f.flags().map(|fl| format!("{fl:?}")).collect())))
+        .collect();
+    out.sort();
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(14143)
+}
+
+fn start() -> Result<Dovecot, String> {
+    let dovecot = ["/usr/sbin/dovecot", "/usr/bin/dovecot"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .ok_or("Dovecot is not installed (apt-get install dovecot-imapd)")?;
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !root {
+        return Err("Dovecot's master must start as root".into());
+    }
+    // Short: unix socket paths under it must stay below 108 bytes.
+    let dir =
+        PathBuf::from(format!("/tmp/swim-{}-{:06x}", std::process::id(), rand::random::<u32>() & 0xff_ffff));
+    for sub in ["run", "state", "mail"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
+    }
+    let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
+    if !ok(Command::new("chmod").arg("755").arg(&dir))
+        || !ok(Command::new("chown").arg("65534:65534").arg(dir.join("mail")))
+    {
+        return Err("cannot prepare the mail folder".into());
+    }
+    let users: String = (0..USERS).map(|n| format!("user{n}@example.test:{{PLAIN}}{PASSWORD}\n")).collect();
+    std::fs::write(dir.join("users"), users).map_err(|e| e.to_string())?;
+    let port = free_port();
+    let d = dir.display();
+    let conf = format!(
+        r#"instance_name = swarmtest-{port}
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+login_trusted_networks = 127.0.0.0/8
+default_login_user = dovenull
+default_internal_user = dovecot
+first_valid_uid = 65534
+mail_location = maildir:{d}/mail/%d/%n/Maildir
+mail_fsync = never
+auth_cache_size = 0
+auth_failure_delay = 0
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/users
+}}
+userdb {{
+  driver = static
+  args = uid=65534 gid=65534 home={d}/mail/%d/%n
+}}
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = 0
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+service submission-login {{
+  inet_listener submission {{
+    port = 0
+  }}
+}}
+"#
+    );
+    std::fs::write(dir.join("dovecot.conf"), conf).map_err(|e| e.to_string())?;
+    let script = format!(
+        "{dovecot} -F -c \"$1/dovecot.conf\" > \"$1/stdout.log\" 2>&1 &\n\
+         dv=$!\nwhile kill -0 \"$2\" 2>/dev/null && kill -0 $dv 2>/dev/null; do sleep 0.5; done\n\
+         kill $dv 2>/dev/null; wait\nrm -rf \"$1\"\n"
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .arg(&dir)
+        .arg(std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting dovecot: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::Read;
+            let mut greeting = [0u8; 4];
+            if s.read_exact(&mut greeting).is_ok() && &greeting == b"* OK" {
+                return Ok(Dovecot { port, dir });
+            }
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.join("dovecot.log")).unwrap_or_default();
+            let out = std::fs::read_to_string(dir.join("stdout.log")).unwrap_or_default();
+            return Err(format!("dovecot did not greet within 20 s: {log}{out}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
