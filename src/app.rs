@@ -62,10 +62,16 @@ impl App {
             settings.from_address.clone(),
             orchestrator.default_workflow(),
         );
-        let outbox = Outbox::new(store.clone(), transport, owner, settings.lease);
+        let outbox = Outbox::new(store.clone(), transport, owner.clone(), settings.lease);
         let intake = Arc::new(intake);
         let imap = settings.imap.clone().map(|imap| {
-            Arc::new(ImapIntake::new(imap, intake.clone(), store.clone(), settings.mime_limits.max_bytes))
+            Arc::new(ImapIntake::new(
+                imap,
+                intake.clone(),
+                store.clone(),
+                settings.mime_limits.max_bytes,
+                owner.clone(),
+            ))
         });
         Ok(Self {
             settings,
@@ -127,7 +133,7 @@ impl Application {
         } else {
             Some(Arc::new(Verifier::new(&s.webhook_secrets, s.webhook_tolerance)?))
         };
-        let state = AppState::new(
+        let mut state = AppState::new(
             app.store.clone(),
             app.intake.clone(),
             verifier,
@@ -136,6 +142,7 @@ impl Application {
             app.task_wake.clone(),
             s.mime_limits.max_bytes,
         )?;
+        state.imap_max_age = s.imap.as_ref().map(|i| i.health_max_age);
         let (stop_tx, stop_rx) = watch::channel(false);
         let poll = s.poll_interval;
 

@@ -41,6 +41,15 @@ pub enum ImapStart {
     Since(chrono::NaiveDate),
 }
 
+/// How IMAP intake learns about new mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImapMode {
+    /// One connection that waits in IDLE (RFC 2177) and takes new mail as soon as it arrives.
+    Idle,
+    /// Connect, take new mail and log out every `IMAP_POLL_INTERVAL`.
+    Poll,
+}
+
 /// One IMAP mailbox to take mail from.
 #[derive(Debug, Clone)]
 pub struct ImapSettings {
@@ -54,7 +63,13 @@ pub struct ImapSettings {
     /// UID MOVE oversize mail here; otherwise flag it \Flagged.
     pub quarantine_mailbox: Option<String>,
     pub start: ImapStart,
+    pub mode: ImapMode,
     pub poll_interval: Duration,
+    /// How long one instance may read the mailbox before renewing its claim; another instance
+    /// takes over when it expires.
+    pub lease: Duration,
+    /// `/health` reports the mailbox degraded when its last successful poll is older than this.
+    pub health_max_age: Duration,
     /// Longest wait for any one IMAP command or the connection.
     pub command_timeout: Duration,
 }
@@ -116,7 +131,14 @@ fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<ImapSett
         processed_mailbox: get("IMAP_PROCESSED_MAILBOX"),
         quarantine_mailbox: get("IMAP_QUARANTINE_MAILBOX"),
         start,
+        mode: match get("IMAP_MODE").as_deref() {
+            None | Some("idle") => ImapMode::Idle,
+            Some("poll") => ImapMode::Poll,
+            Some(v) => bail!("IMAP_MODE={v:?} must be idle or poll"),
+        },
         poll_interval: seconds("IMAP_POLL_INTERVAL", 60)?,
+        lease: seconds("IMAP_LEASE_SECS", 120)?,
+        health_max_age: seconds("IMAP_HEALTH_MAX_AGE", 600)?,
         command_timeout: seconds("IMAP_COMMAND_TIMEOUT", 60)?,
     }))
 }
@@ -271,6 +293,8 @@ mod tests {
         };
         let local = with("imap://127.0.0.1:14143", &[]).expect("loopback").imap.expect("imap");
         assert_eq!((local.port, local.mailbox.as_str(), local.start), (14143, "INBOX", ImapStart::New));
+        assert_eq!(local.mode, ImapMode::Idle);
+        assert!(with("imap://localhost", &[("IMAP_MODE", "push")]).is_err());
         assert!(with("imap://mail.example.org", &[]).is_err());
         assert!(with("imap://mail.example.org", &[("IMAP_ALLOW_PLAINTEXT", "true")]).is_ok());
         let since = with("imap://localhost", &[("IMAP_START", "since:2026-01-31")])

@@ -6,8 +6,10 @@
 #[macro_use]
 mod support;
 
+use std::time::Duration;
+
 use support::imap::{self, append, flags};
-use support::{Db, fixture};
+use support::{Db, TestApp, fixture, wait_until};
 use swarm_director::app::App;
 use swarm_director::intake::imap::PollReport;
 
@@ -162,6 +164,81 @@ matrix! {
         assert_eq!(flags(&mut client, "INBOX").await.len(), 1);
     }
 
+    async fn with_idle_a_new_message_becomes_a_task_within_two_seconds(db: Db) {
+        if !imap::available() { return; }
+        let server = imap::server().expect("dovecot");
+        let user = server.new_user();
+        let imap_url = format!("imap://127.0.0.1:{}", server.port);
+        let app = TestApp::spawn(
+            db,
+            &[("IMAP_URL", &imap_url), ("IMAP_USERNAME", &user), ("IMAP_PASSWORD", imap::PASSWORD), ("IMAP_MODE", "idle")],
+        )
+        .await;
+        let key = format!("imap://{user}@127.0.0.1:{}/INBOX", server.port);
+        // The bot is idling once it has recorded its first successful look at the mailbox.
+        let ready = wait_until(Duration::from_secs(10), || async {
+            app.store.mailbox_state(&key).await.ok().flatten().and_then(|st| st.last_ok_at)
+        })
+        .await;
+        assert!(ready.is_some(), "IMAP intake did not start");
+        let health: serde_json::Value =
+            app.http.get(app.url("/health")).send().await.expect("health").json().await.expect("json");
+        assert_eq!(health["status"], "ok", "{health}");
+
+        let mut client = server.session(&user).await;
+        for n in 0..3 {
+            append(&mut client, "INBOX", &numbered(n), None).await;
+            let started = std::time::Instant::now();
+            let task = wait_until(Duration::from_secs(2), || async {
+                let recent = app.store.overview(10).await.ok()?.recent;
+                (recent.len() == n + 1).then_some(())
+            })
+            .await;
+            assert!(task.is_some(), "message {n} did not become a task within 2 s");
+            eprintln!("APPEND to task: {:?}", started.elapsed());
+        }
+        let store = app.store.clone();
+        app.stop().await;
+        let taken_over = store.claim_mailbox(&key, "another-instance", Duration::from_secs(60)).await.expect("claim");
+        assert!(taken_over, "a graceful shutdown releases the mailbox at once");
+    }
+
+    async fn two_instances_never_read_one_mailbox_at_the_same_time(db: Db) {
+        if !imap::available() { return; }
+        let server = imap::server().expect("dovecot");
+        let user = server.new_user();
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = db.fresh_url(dir.path()).await;
+        let imap_url = format!("imap://127.0.0.1:{}", server.port);
+        let env = [
+            ("IMAP_URL", imap_url.as_str()),
+            ("IMAP_USERNAME", user.as_str()),
+            ("IMAP_PASSWORD", imap::PASSWORD),
+            ("IMAP_START", "all"),
+            ("IMAP_LEASE_SECS", "2"),
+        ];
+        let first = App::build(support::settings(dir.path(), &url, &env)).await.expect("first");
+        let second = App::build(support::settings(dir.path(), &url, &env)).await.expect("second");
+        let mut client = server.session(&user).await;
+        for n in 0..10 {
+            append(&mut client, "INBOX", &numbered(n), None).await;
+        }
+        let (a, b) = tokio::join!(poll(&first), poll(&second));
+        assert!(a.not_ours != b.not_ours, "exactly one instance reads the mailbox: {a:?} {b:?}");
+        assert_eq!(a.taken + b.taken, 10);
+        for n in 10..15 {
+            append(&mut client, "INBOX", &numbered(n), None).await;
+        }
+        let (holder, other) = if a.not_ours { (&second, &first) } else { (&first, &second) };
+        assert!(poll(other).await.not_ours, "the lease is still held");
+        // The holder goes quiet; once its lease has expired the other instance takes over.
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        let takeover = poll(other).await;
+        assert_eq!((takeover.not_ours, takeover.taken), (false, 5));
+        assert!(poll(holder).await.not_ours);
+        assert_eq!(first.store.overview(50).await.expect("overview").recent.len(), 15, "each message once");
+    }
+
     async fn processed_mail_is_moved_when_a_folder_is_set(db: Db) {
         if !imap::available() { return; }
         let server = imap::server().expect("dovecot");
@@ -178,27 +255,33 @@ matrix! {
     }
 }
 
-#[tokio::test]
-async fn a_wrong_password_is_recorded_on_the_mailbox() {
-    if !imap::available() {
-        return;
+matrix! {
+    async fn a_mailbox_that_cannot_be_read_is_reported_not_silent(db: Db) {
+        if !imap::available() { return; }
+        let server = imap::server().expect("dovecot");
+        let user = server.new_user();
+        let imap_url = format!("imap://127.0.0.1:{}", server.port);
+        let app = TestApp::spawn(
+            db,
+            &[("IMAP_URL", &imap_url), ("IMAP_USERNAME", &user), ("IMAP_PASSWORD", "wrong"), ("IMAP_MODE", "poll")],
+        )
+        .await;
+        let key = format!("imap://{user}@127.0.0.1:{}/INBOX", server.port);
+        let state = wait_until(Duration::from_secs(10), || async {
+            app.store.mailbox_state(&key).await.ok().flatten().filter(|st| st.consecutive_errors >= 2)
+        })
+        .await
+        .expect("failures are recorded, and retried");
+        assert!(state.last_error.as_deref().is_some_and(|e| e.contains("LOGIN")), "{:?}", state.last_error);
+        assert!(state.last_ok_at.is_none());
+
+        let health: serde_json::Value =
+            app.http.get(app.url("/health")).send().await.expect("health").json().await.expect("json");
+        assert_eq!(health["status"], "degraded");
+        assert_eq!(health["mailboxes"][0]["mailbox"], key.as_str());
+        assert!(health["mailboxes"][0]["consecutive_errors"].as_i64().is_some_and(|n| n >= 2));
+        let page = app.http.get(app.url("/")).send().await.expect("page").text().await.expect("text");
+        assert!(page.contains("AUTHENTICATIONFAILED"), "the status page shows the last error");
+        app.stop().await;
     }
-    let server = imap::server().expect("dovecot");
-    let user = server.new_user();
-    let dir = tempfile::tempdir().expect("tmp");
-    let url = Db::Sqlite.fresh_url(dir.path()).await;
-    let imap_url = format!("imap://127.0.0.1:{}", server.port);
-    let settings = support::settings(
-        dir.path(),
-        &url,
-        &[("IMAP_URL", &imap_url), ("IMAP_USERNAME", &user), ("IMAP_PASSWORD", "wrong")],
-    );
-    let app = App::build(settings).await.expect("app");
-    let imap = app.imap.as_ref().expect("imap");
-    assert!(imap.poll_once().await.is_err());
-    assert!(imap.poll_once().await.is_err());
-    let state = app.store.mailbox_state(&imap.settings().key()).await.expect("query").expect("recorded");
-    assert_eq!(state.consecutive_errors, 2);
-    assert!(state.last_error.as_deref().is_some_and(|e| e.contains("LOGIN")), "{:?}", state.last_error);
-    assert!(state.last_ok_at.is_none());
 }

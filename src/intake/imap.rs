@@ -1,4 +1,4 @@
-//! IMAP intake, poll mode: takes every message above the stored last UID of the mailbox's
+//! IMAP intake, in IDLE (RFC 2177) or poll mode: takes every message above the stored last UID of the mailbox's
 //! current UIDVALIDITY (RFC 3501 §2.3.1.1), never by \Seen, so mail a human already read is
 //! still processed. Per message, in this order:
 //!
@@ -12,6 +12,10 @@
 //! A crash between 2 and 4 re-fetches the message on the next poll; dedupe makes that a no-op and
 //! the acknowledgement is then applied. A new UIDVALIDITY (the mailbox was recreated or
 //! renumbered) refetches everything; dedupe keeps each message once. Every command has a timeout.
+//!
+//! One instance reads a mailbox at a time: it holds a lease in `mailbox_state`, renewed every
+//! poll or IDLE cycle (at most every lease/3, and IDLE is re-issued at least every 25 minutes);
+//! another instance takes over when it expires, at once when the holder shuts down.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +27,7 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpStream;
 use tracing::{info, instrument, warn};
 
-use crate::config::{ImapSettings, ImapStart};
+use crate::config::{ImapMode, ImapSettings, ImapStart};
 use crate::domain::Outcome;
 use crate::intake::{Intake, Source};
 use crate::store::Store;
@@ -40,13 +44,20 @@ pub struct PollReport {
     pub duplicates: usize,
     /// Left unread on the server for being over the size limit.
     pub oversize: usize,
+    /// Another instance holds the mailbox's lease; nothing was read.
+    pub not_ours: bool,
 }
+
+/// Longest single IDLE (RFC 2177 §3 asks clients to re-issue it within 29 minutes).
+const MAX_IDLE: Duration = Duration::from_secs(25 * 60);
 
 pub struct ImapIntake {
     settings: ImapSettings,
     intake: Arc<Intake>,
     store: Store,
     max_bytes: usize,
+    /// This process's name on the mailbox lease.
+    owner: String,
 }
 
 async fn timed<T, E>(limit: Duration, what: &str, f: impl Future<Output = Result<T, E>>) -> Result<T>
@@ -60,17 +71,32 @@ where
 }
 
 impl ImapIntake {
-    pub fn new(settings: ImapSettings, intake: Arc<Intake>, store: Store, max_bytes: usize) -> Self {
-        Self { settings, intake, store, max_bytes }
+    pub fn new(
+        settings: ImapSettings,
+        intake: Arc<Intake>,
+        store: Store,
+        max_bytes: usize,
+        owner: String,
+    ) -> Self {
+        Self { settings, intake, store, max_bytes, owner }
+    }
+
+    /// Takes or renews this instance's lease on the mailbox.
+    async fn claim(&self) -> Result<bool> {
+        self.store.claim_mailbox(&self.settings.key(), &self.owner, self.settings.lease).await
     }
 
     pub fn settings(&self) -> &ImapSettings {
         &self.settings
     }
 
-    /// Connects, takes every new message, logs out. A failure is recorded on the mailbox
-    /// (last error, consecutive errors) before it is returned.
+    /// Connects, takes every new message, logs out; does nothing while another instance holds
+    /// the mailbox. A failure is recorded on the mailbox (last error, consecutive errors) before
+    /// it is returned.
     pub async fn poll_once(&self) -> Result<PollReport> {
+        if !self.claim().await? {
+            return Ok(PollReport { not_ours: true, ..PollReport::default() });
+        }
         let result = self.poll().await;
         if let Err(e) = &result {
             self.store.record_mailbox_error(&self.settings.key(), &format!("{e:#}")).await?;
@@ -95,12 +121,21 @@ impl ImapIntake {
             .map_err(|(e, _)| anyhow!("IMAP LOGIN as {} failed: {e}", s.username))
     }
 
-    #[instrument(skip_all, fields(mailbox = %self.settings.key()))]
     async fn poll(&self) -> Result<PollReport> {
+        let limit = self.settings.command_timeout;
+        let mut session = self.connect().await?;
+        let report = self.take(&mut session).await?;
+        let _ = timed(limit, "LOGOUT", session.logout()).await;
+        Ok(report)
+    }
+
+    /// On a logged-in session: (re)selects the mailbox and takes every message above the stored
+    /// position, committing each before acknowledging it.
+    #[instrument(skip_all, fields(mailbox = %self.settings.key()))]
+    async fn take(&self, session: &mut ImapSession) -> Result<PollReport> {
         let s = &self.settings;
         let key = s.key();
         let limit = s.command_timeout;
-        let mut session = self.connect().await?;
         let mailbox = timed(limit, "SELECT", session.select(&s.mailbox)).await?;
         let uidvalidity = i64::from(mailbox.uid_validity.context("the server sent no UIDVALIDITY")?);
         let stored = self.store.mailbox_state(&key).await?.filter(|st| st.uidvalidity != 0);
@@ -108,21 +143,21 @@ impl ImapIntake {
             Some(st) if st.uidvalidity == uidvalidity => st.last_uid,
             // Renumbered: take everything again; dedupe keeps each message once.
             Some(_) => 0,
-            None => self.starting_uid(&mut session, mailbox.uid_next).await?,
+            None => self.starting_uid(session, mailbox.uid_next).await?,
         };
         if stored.as_ref().is_none_or(|st| st.uidvalidity != uidvalidity) {
             self.store.save_mailbox_position(&key, uidvalidity, last_uid).await?;
         }
 
         let mut report = PollReport::default();
-        for (uid, size) in self.new_uids(&mut session, last_uid).await? {
+        for (uid, size) in self.new_uids(session, last_uid).await? {
             let source_key = format!("{key};UIDVALIDITY={uidvalidity};UID={uid}");
             let source = Source { name: &key, key: Some(&source_key), nonce: None };
             let outcome = if size > self.max_bytes {
                 report.oversize += 1;
                 self.intake.quarantine_unread(&source, size, self.max_bytes).await?
             } else {
-                let raw = self.download(&mut session, uid).await?;
+                let raw = self.download(session, uid).await?;
                 self.intake.accept(&source, &raw).await?
             };
             report.taken += 1;
@@ -131,19 +166,60 @@ impl ImapIntake {
                 Outcome::Duplicate { .. } => report.duplicates += 1,
                 _ => {}
             }
-            self.acknowledge(&mut session, uid, matches!(outcome, Outcome::Quarantined { .. })).await?;
+            self.acknowledge(session, uid, matches!(outcome, Outcome::Quarantined { .. })).await?;
             last_uid = i64::from(uid);
             self.store.save_mailbox_position(&key, uidvalidity, last_uid).await?;
         }
         if report.taken == 0 {
-            // Nothing new: still a successful poll.
+            // Nothing new: still a successful look at the mailbox.
             self.store.save_mailbox_position(&key, uidvalidity, last_uid).await?;
-        }
-        let _ = timed(limit, "LOGOUT", session.logout()).await;
-        if report.taken > 0 {
-            info!(taken = report.taken, tasks = report.tasks, duplicates = report.duplicates, "polled");
+        } else {
+            info!(
+                taken = report.taken,
+                tasks = report.tasks,
+                duplicates = report.duplicates,
+                "took new mail"
+            );
         }
         Ok(report)
+    }
+
+    /// One IDLE connection, for as long as this instance holds the mailbox: take new mail, IDLE
+    /// until the server reports a change (or a cycle ends), repeat. Returns `Ok(true)` when `stop`
+    /// fired (after DONE and LOGOUT), `Ok(false)` when the lease went to another instance.
+    async fn idle_session(
+        &self,
+        task_wake: &tokio::sync::Notify,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<bool> {
+        let limit = self.settings.command_timeout;
+        let cycle = (self.settings.lease / 3).min(MAX_IDLE).max(Duration::from_secs(1));
+        let mut session = self.connect().await?;
+        loop {
+            if !self.claim().await? {
+                let _ = timed(limit, "LOGOUT", session.logout()).await;
+                return Ok(false);
+            }
+            if self.take(&mut session).await?.tasks > 0 {
+                task_wake.notify_one();
+            }
+            let mut idle = session.idle();
+            timed(limit, "IDLE", idle.init()).await?;
+            let (woken, stopped) = {
+                let (wait, _interrupt) = idle.wait_with_timeout(cycle);
+                tokio::select! {
+                    // The crate's own timeout restarts on every keepalive; this one bounds the cycle.
+                    r = tokio::time::timeout(cycle, wait) => (r.unwrap_or(Ok(async_imap::extensions::idle::IdleResponse::Timeout)), false),
+                    _ = stop.changed() => (Ok(async_imap::extensions::idle::IdleResponse::ManualInterrupt), true),
+                }
+            };
+            session = timed(limit, "DONE", idle.done()).await?;
+            woken.context("IMAP IDLE")?;
+            if stopped {
+                let _ = timed(limit, "LOGOUT", session.logout()).await;
+                return Ok(true);
+            }
+        }
     }
 
     /// Where a never-polled mailbox starts (`IMAP_START`): the UID after which mail is taken.
@@ -230,36 +306,62 @@ impl ImapIntake {
     }
 }
 
-/// Polls until `stop` changes: every `IMAP_POLL_INTERVAL`, or sooner after new tasks; after a
-/// failure, again with exponential backoff and jitter (at most 5 minutes). Never stops silently:
-/// each failure is logged and recorded on the mailbox.
+/// Reads the mailbox until `stop` changes, in IDLE or poll mode. While another instance holds
+/// the mailbox, checks its lease every lease/3. After a failure, retries with exponential backoff
+/// and jitter (at most 5 minutes). Never stops silently: each failure is logged and recorded on
+/// the mailbox (its last error and count of consecutive errors, shown on the status page and in
+/// /health). On stop, the lease is released so another instance takes over at once.
 pub async fn run(
     imap: Arc<ImapIntake>,
     task_wake: Arc<tokio::sync::Notify>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let interval = imap.settings.poll_interval;
+    let s = &imap.settings;
+    let key = s.key();
     let mut failures: u32 = 0;
     loop {
-        let pause = match imap.poll_once().await {
-            Ok(report) => {
-                failures = 0;
+        if *stop.borrow() {
+            break;
+        }
+        let outcome: Result<Duration> = match s.mode {
+            ImapMode::Poll => imap.poll_once().await.map(|report| {
                 if report.tasks > 0 {
                     task_wake.notify_one();
                 }
-                interval
+                if report.not_ours { s.lease / 3 } else { s.poll_interval }
+            }),
+            ImapMode::Idle => match imap.claim().await {
+                Ok(false) => Ok(s.lease / 3),
+                Err(e) => Err(e),
+                Ok(true) => match imap.idle_session(&task_wake, &mut stop).await {
+                    Ok(true) => break,
+                    Ok(false) => Ok(s.lease / 3),
+                    Err(e) => {
+                        let _ = imap.store.record_mailbox_error(&key, &format!("{e:#}")).await;
+                        Err(e)
+                    }
+                },
+            },
+        };
+        let pause = match outcome {
+            Ok(pause) => {
+                failures = 0;
+                pause
             }
             Err(e) => {
                 failures += 1;
-                let backoff = interval.min(Duration::from_secs(5)) * 2u32.saturating_pow(failures.min(8));
+                let backoff = Duration::from_secs(1) * 2u32.saturating_pow(failures.min(9));
                 let backoff = backoff.min(Duration::from_secs(300)).mul_f64(rand::random_range(0.8..1.2));
-                warn!(mailbox = %imap.settings.key(), error = %format!("{e:#}"), failures, retry_in_s = backoff.as_secs(), "IMAP poll failed");
+                warn!(mailbox = %key, error = %format!("{e:#}"), failures, retry_in_s = backoff.as_secs(), "IMAP intake failed");
                 backoff
             }
         };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         }
+    }
+    if let Err(e) = imap.store.release_mailbox(&key, &imap.owner).await {
+        warn!(mailbox = %key, error = %format!("{e:#}"), "could not release the mailbox lease");
     }
 }

@@ -314,6 +314,7 @@ pub struct Overview {
     pub outbox_backlog: i64,
     pub last_inbound: Vec<(String, String)>,
     pub recent: Vec<TaskRow>,
+    pub mailboxes: Vec<MailboxState>,
 }
 
 /// Where IMAP intake stands in one mailbox.
@@ -966,6 +967,48 @@ impl Store {
         self.commit_audited(tx, events).await
     }
 
+    /// Takes or renews the right to read `mailbox` for `lease`: `true` when `owner` holds it now,
+    /// `false` while another owner's lease is still running.
+    pub async fn claim_mailbox(&self, mailbox: &str, owner: &str, lease: Duration) -> Result<bool> {
+        let now = now();
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO mailbox_state (mailbox, uidvalidity, last_uid, consecutive_errors, updated_at)
+             VALUES ($1, 0, 0, 0, $2)
+             ON CONFLICT (mailbox) DO NOTHING",
+        )
+        .bind(mailbox)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        let held = sqlx::query(
+            "UPDATE mailbox_state SET lease_owner = $1, lease_until = $2
+             WHERE mailbox = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
+        )
+        .bind(owner)
+        .bind(later(lease))
+        .bind(mailbox)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(held == 1)
+    }
+
+    /// Gives up `owner`'s lease on `mailbox` (graceful shutdown), so another instance takes over
+    /// at once.
+    pub async fn release_mailbox(&self, mailbox: &str, owner: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE mailbox_state SET lease_owner = NULL, lease_until = NULL WHERE mailbox = $1 AND lease_owner = $2",
+        )
+        .bind(mailbox)
+        .bind(owner)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     /// Records a failed poll: the error and one more consecutive failure.
     pub async fn record_mailbox_error(&self, mailbox: &str, error: &str) -> Result<()> {
         let now = now();
@@ -1031,7 +1074,8 @@ impl Store {
         .bind(recent)
         .fetch_all(db)
         .await?;
-        Ok(Overview { tasks_by_status, messages_by_status, outbox_backlog, last_inbound, recent })
+        let mailboxes = self.mailbox_states().await?;
+        Ok(Overview { tasks_by_status, messages_by_status, outbox_backlog, last_inbound, recent, mailboxes })
     }
 
     pub async fn task(&self, id: i64) -> Result<Option<TaskRow>> {

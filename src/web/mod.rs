@@ -39,6 +39,8 @@ pub struct AppState {
     /// Wakes the task worker after a new task is committed.
     pub task_wake: Arc<Notify>,
     pub max_body_bytes: usize,
+    /// A mailbox whose last successful poll is older than this is reported degraded.
+    pub imap_max_age: Option<std::time::Duration>,
     pages: Arc<minijinja::Environment<'static>>,
 }
 
@@ -69,6 +71,7 @@ impl AppState {
             admin_token,
             task_wake,
             max_body_bytes,
+            imap_max_age: None,
             pages: Arc::new(env),
         })
     }
@@ -122,18 +125,49 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `{"status": "ok" | "degraded", "database": "ok", "mailboxes": [...]}`, 200 while the database
+/// answers (503 otherwise). A mailbox is degraded when it has never been read successfully or its
+/// last success is older than `IMAP_HEALTH_MAX_AGE`: intake that stopped is visible here.
 async fn health(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => Json(json!({"status": "ok", "database": "ok"})).into_response(),
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "health check: database unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "database": "unreachable"})),
-            )
-                .into_response()
-        }
+    if let Err(e) = state.store.ping().await {
+        tracing::error!(error = %format!("{e:#}"), "health check: database unreachable");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "database": "unreachable"})),
+        )
+            .into_response();
     }
+    let mailboxes = match state.store.mailbox_states().await {
+        Ok(m) => m,
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    let now = chrono::Utc::now();
+    let mut degraded = false;
+    let mailboxes: Vec<Value> = mailboxes
+        .iter()
+        .map(|m| {
+            let age = m
+                .last_ok_at
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| now - t.to_utc());
+            let stale = match (age, state.imap_max_age) {
+                (None, _) => true,
+                (Some(age), Some(max)) => age.to_std().is_ok_and(|a| a > max),
+                (Some(_), None) => false,
+            };
+            degraded |= stale;
+            json!({
+                "mailbox": m.mailbox,
+                "last_ok_at": m.last_ok_at,
+                "consecutive_errors": m.consecutive_errors,
+                "last_error": m.last_error,
+                "degraded": stale,
+            })
+        })
+        .collect();
+    let status = if degraded { "degraded" } else { "ok" };
+    Json(json!({"status": status, "database": "ok", "mailboxes": mailboxes})).into_response()
 }
 
 fn duration_text(start: Option<&str>, end: Option<&str>) -> String {
