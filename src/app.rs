@@ -31,8 +31,8 @@ pub struct App {
     pub outbox: Arc<Outbox>,
     pub task_wake: Arc<Notify>,
     pub outbox_wake: Arc<Notify>,
-    /// IMAP intake, when `IMAP_URL` is set.
-    pub imap: Option<Arc<ImapIntake>>,
+    /// IMAP intake, one per configured mailbox (none unless `IMAP_URL` is set).
+    pub imap: Vec<Arc<ImapIntake>>,
 }
 
 /// A unique name for this process's leases.
@@ -64,15 +64,19 @@ impl App {
         );
         let outbox = Outbox::new(store.clone(), transport, owner.clone(), settings.lease);
         let intake = Arc::new(intake);
-        let imap = settings.imap.clone().map(|imap| {
-            Arc::new(ImapIntake::new(
-                imap,
-                intake.clone(),
-                store.clone(),
-                settings.mime_limits.max_bytes,
-                owner.clone(),
-            ))
-        });
+        let imap = settings
+            .imap
+            .iter()
+            .map(|imap| {
+                Arc::new(ImapIntake::new(
+                    imap.clone(),
+                    intake.clone(),
+                    store.clone(),
+                    settings.mime_limits.max_bytes,
+                    owner.clone(),
+                ))
+            })
+            .collect();
         Ok(Self {
             settings,
             store,
@@ -142,7 +146,7 @@ impl Application {
             app.task_wake.clone(),
             s.mime_limits.max_bytes,
         )?;
-        state.imap_max_age = s.imap.as_ref().map(|i| i.health_max_age);
+        state.imap_max_age = s.imap.first().map(|i| i.health_max_age);
         let (stop_tx, stop_rx) = watch::channel(false);
         let poll = s.poll_interval;
 
@@ -181,7 +185,7 @@ impl Application {
                 async move { outbox.deliver_next().await }
             },
         )));
-        if let Some(imap) = &app.imap {
+        for imap in &app.imap {
             handles.push(tokio::spawn(crate::intake::imap::run(
                 imap.clone(),
                 app.task_wake.clone(),

@@ -81,10 +81,11 @@ impl ImapSettings {
     }
 }
 
-/// Parses `IMAP_URL` and friends. Only `imap://` to a loopback address for now, unless
+/// Parses `IMAP_URL` and friends, one entry per mailbox of the comma-separated `IMAP_MAILBOX`
+/// (default `INBOX`). Only `imap://` to a loopback address for now, unless
 /// `IMAP_ALLOW_PLAINTEXT=true`: a password never crosses a network in clear text by default.
-fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<ImapSettings>> {
-    let Some(url) = get("IMAP_URL") else { return Ok(None) };
+fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ImapSettings>> {
+    let Some(url) = get("IMAP_URL") else { return Ok(Vec::new()) };
     let rest = match url.split_once("://") {
         Some(("imap", rest)) => rest,
         Some(("imaps", _)) => {
@@ -122,12 +123,12 @@ fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<ImapSett
             )),
         }
     };
-    Ok(Some(ImapSettings {
+    let one = ImapSettings {
         host,
         port,
         username,
         password: SecretString::from(password),
-        mailbox: get("IMAP_MAILBOX").unwrap_or_else(|| "INBOX".into()),
+        mailbox: String::new(),
         processed_mailbox: get("IMAP_PROCESSED_MAILBOX"),
         quarantine_mailbox: get("IMAP_QUARANTINE_MAILBOX"),
         start,
@@ -140,7 +141,19 @@ fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<ImapSett
         lease: seconds("IMAP_LEASE_SECS", 120)?,
         health_max_age: seconds("IMAP_HEALTH_MAX_AGE", 600)?,
         command_timeout: seconds("IMAP_COMMAND_TIMEOUT", 60)?,
-    }))
+    };
+    let names = get("IMAP_MAILBOX").unwrap_or_else(|| "INBOX".into());
+    let mut mailboxes: Vec<ImapSettings> = Vec::new();
+    for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if mailboxes.iter().any(|m| m.mailbox == name) {
+            bail!("IMAP_MAILBOX names {name:?} twice");
+        }
+        mailboxes.push(ImapSettings { mailbox: name.to_owned(), ..one.clone() });
+    }
+    if mailboxes.is_empty() {
+        bail!("IMAP_MAILBOX={names:?} names no mailbox");
+    }
+    Ok(mailboxes)
 }
 
 #[derive(Debug, Clone)]
@@ -174,8 +187,8 @@ pub struct Settings {
     pub log_filter: String,
     /// `text` or `json`.
     pub log_format: String,
-    /// IMAP intake, when `IMAP_URL` is set.
-    pub imap: Option<ImapSettings>,
+    /// IMAP intake, one entry per mailbox of `IMAP_MAILBOX` (empty unless `IMAP_URL` is set).
+    pub imap: Vec<ImapSettings>,
 }
 
 impl Settings {
@@ -291,22 +304,23 @@ mod tests {
             pairs.extend_from_slice(extra);
             settings(&pairs)
         };
-        let local = with("imap://127.0.0.1:14143", &[]).expect("loopback").imap.expect("imap");
+        let local = with("imap://127.0.0.1:14143", &[]).expect("loopback").imap.remove(0);
         assert_eq!((local.port, local.mailbox.as_str(), local.start), (14143, "INBOX", ImapStart::New));
         assert_eq!(local.mode, ImapMode::Idle);
         assert!(with("imap://localhost", &[("IMAP_MODE", "push")]).is_err());
         assert!(with("imap://mail.example.org", &[]).is_err());
         assert!(with("imap://mail.example.org", &[("IMAP_ALLOW_PLAINTEXT", "true")]).is_ok());
-        let since = with("imap://localhost", &[("IMAP_START", "since:2026-01-31")])
-            .expect("since")
-            .imap
-            .expect("imap");
+        let since =
+            with("imap://localhost", &[("IMAP_START", "since:2026-01-31")]).expect("since").imap.remove(0);
         assert_eq!(
             since.start,
             ImapStart::Since(chrono::NaiveDate::from_ymd_opt(2026, 1, 31).expect("date"))
         );
         assert!(with("imap://localhost", &[("IMAP_START", "yesterday")]).is_err());
-        assert!(settings(&[]).expect("defaults").imap.is_none());
+        assert!(settings(&[]).expect("defaults").imap.is_empty());
+        let two = with("imap://localhost", &[("IMAP_MAILBOX", "INBOX, Support")]).expect("two").imap;
+        assert_eq!(two.iter().map(|m| m.mailbox.as_str()).collect::<Vec<_>>(), ["INBOX", "Support"]);
+        assert!(with("imap://localhost", &[("IMAP_MAILBOX", "INBOX,INBOX")]).is_err());
     }
 
     #[test]

@@ -25,7 +25,7 @@ async fn bot(db: Db, dir: &std::path::Path, user: &str, extra: &[(&str, &str)]) 
 }
 
 async fn poll(app: &App) -> PollReport {
-    app.imap.as_ref().expect("imap configured").poll_once().await.expect("poll")
+    app.imap.first().expect("imap configured").poll_once().await.expect("poll")
 }
 
 fn numbered(n: usize) -> Vec<u8> {
@@ -91,7 +91,7 @@ matrix! {
         let _: Vec<_> = futures_util::TryStreamExt::try_collect(client.uid_store("1:*", "-FLAGS (\\Seen)").await.expect("store"))
             .await
             .expect("flags");
-        let key = app.imap.as_ref().expect("imap").settings().key();
+        let key = app.imap.first().expect("imap").settings().key();
         let state = app.store.mailbox_state(&key).await.expect("state").expect("stored");
         app.store.save_mailbox_position(&key, state.uidvalidity, 0).await.expect("rewind");
 
@@ -237,6 +237,28 @@ matrix! {
         assert_eq!((takeover.not_ours, takeover.taken), (false, 5));
         assert!(poll(holder).await.not_ours);
         assert_eq!(first.store.overview(50).await.expect("overview").recent.len(), 15, "each message once");
+    }
+
+    async fn several_mailboxes_are_read_each_with_its_own_position(db: Db) {
+        if !imap::available() { return; }
+        let server = imap::server().expect("dovecot");
+        let user = server.new_user();
+        let mut client = server.session(&user).await;
+        client.create("Support").await.expect("create");
+        let dir = tempfile::tempdir().expect("tmp");
+        let app = bot(db, dir.path(), &user, &[("IMAP_MAILBOX", "INBOX,Support"), ("IMAP_START", "all")]).await;
+        assert_eq!(app.imap.len(), 2);
+        append(&mut client, "INBOX", &numbered(1), None).await;
+        append(&mut client, "Support", &numbered(2), None).await;
+        append(&mut client, "Support", &numbered(3), None).await;
+        let taken: Vec<usize> = futures_util::future::join_all(app.imap.iter().map(|m| async move {
+            m.poll_once().await.expect("poll").tasks
+        }))
+        .await;
+        assert_eq!(taken, vec![1, 2]);
+        let states = app.store.mailbox_states().await.expect("states");
+        assert_eq!(states.len(), 2);
+        assert!(states.iter().all(|st| st.last_ok_at.is_some()));
     }
 
     async fn processed_mail_is_moved_when_a_folder_is_set(db: Db) {
