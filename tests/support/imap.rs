@@ -1,5 +1,5 @@
 //! A throwaway Dovecot IMAP server on 127.0.0.1 for tests: a minimal stand-alone config
-//! (passwd-file users, maildir in a temp folder, no TLS), run in the foreground under a watchdog
+//! (passwd-file users, Dovecot's indexed sdbox format in a temp folder, no TLS), run in the foreground under a watchdog
 //! shell that stops it and removes its folder when this process exits. Debian's `dovecot-imapd`
 //! provides it (`.ci/run` installs it). Dovecot's master must start as root; mail is owned by
 //! nobody. Each test takes a user of its own, so mailboxes never collide.
@@ -45,6 +45,19 @@ pub fn available() -> bool {
 }
 
 impl Dovecot {
+    /// Imports the maildir at `maildir` into `user`'s INBOX with `doveadm import` (bulk filling).
+    pub fn import_maildir(&self, user: &str, maildir: &std::path::Path) {
+        let status = Command::new("doveadm")
+            .arg("-c")
+            .arg(self.dir.join("dovecot.conf"))
+            .args(["import", "-u", user])
+            .arg(format!("maildir:{}", maildir.display()))
+            .args(["", "all"])
+            .status()
+            .expect("doveadm runs");
+        assert!(status.success(), "doveadm import failed");
+    }
+
     /// A user nobody else has used in this process, with an empty INBOX; returns its login.
     /// (Users are created before the server starts: Dovecot re-reads its passwd-file by mtime,
     /// which misses several changes within one second.)
@@ -125,7 +138,7 @@ login_trusted_networks = 127.0.0.0/8
 default_login_user = dovenull
 default_internal_user = dovecot
 first_valid_uid = 65534
-mail_location = maildir:{d}/mail/%d/%n/Maildir
+mail_location = sdbox:{d}/mail/%d/%n/sdbox
 mail_fsync = never
 auth_cache_size = 0
 auth_failure_delay = 0
