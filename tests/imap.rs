@@ -261,6 +261,53 @@ matrix! {
         assert!(states.iter().all(|st| st.last_ok_at.is_some()));
     }
 
+    async fn the_bot_recovers_when_the_imap_server_restarts_and_loses_nothing(db: Db) {
+        if !imap::available() { return; }
+        let server = imap::dedicated();
+        let user = server.new_user();
+        let imap_url = format!("imap://127.0.0.1:{}", server.port);
+        let app = TestApp::spawn(
+            db,
+            &[("IMAP_URL", &imap_url), ("IMAP_USERNAME", &user), ("IMAP_PASSWORD", imap::PASSWORD), ("IMAP_START", "all")],
+        )
+        .await;
+        let key = format!("imap://{user}@127.0.0.1:{}/INBOX", server.port);
+        let tasks = |n: usize| {
+            let store = app.store.clone();
+            async move {
+                wait_until(Duration::from_secs(30), || async {
+                    (store.overview(50).await.ok()?.recent.len() == n).then_some(())
+                })
+                .await
+                .is_some()
+            }
+        };
+        let mut client = server.session(&user).await;
+        append(&mut client, "INBOX", &numbered(1), None).await;
+        assert!(tasks(1).await, "before the restart");
+
+        // The server goes away under the idling bot; mail arrives right after it comes back.
+        server.stop();
+        let failed = wait_until(Duration::from_secs(10), || async {
+            app.store.mailbox_state(&key).await.ok().flatten().filter(|st| st.consecutive_errors > 0)
+        })
+        .await;
+        assert!(failed.is_some(), "the outage is recorded on the mailbox");
+        server.restart();
+        let mut client = server.session(&user).await;
+        for n in 2..5 {
+            append(&mut client, "INBOX", &numbered(n), None).await;
+        }
+        assert!(tasks(4).await, "every message after the restart became a task");
+        let healthy = wait_until(Duration::from_secs(10), || async {
+            app.store.mailbox_state(&key).await.ok().flatten().filter(|st| st.consecutive_errors == 0)
+        })
+        .await;
+        assert!(healthy.is_some(), "the mailbox is healthy again");
+        app.stop().await;
+        server.stop();
+    }
+
     async fn processed_mail_is_moved_when_a_folder_is_set(db: Db) {
         if !imap::available() { return; }
         let server = imap::server().expect("dovecot");

@@ -17,6 +17,7 @@ use futures_util::TryStreamExt;
 use tokio::net::TcpStream;
 
 pub const PASSWORD: &str = "password";
+const DOVECOT: &str = "/usr/sbin/dovecot";
 /// Users available to one test process.
 const USERS: u32 = 500;
 
@@ -27,8 +28,14 @@ pub struct Dovecot {
 
 static SERVER: OnceLock<Result<Dovecot, String>> = OnceLock::new();
 
+/// The server shared by this process's tests.
 pub fn server() -> Result<&'static Dovecot, &'static str> {
     SERVER.get_or_init(start).as_ref().map_err(String::as_str)
+}
+
+/// A server of its own, for a test that stops and restarts it.
+pub fn dedicated() -> Dovecot {
+    start().expect("dedicated dovecot")
 }
 
 /// Whether IMAP tests run: `true` when Dovecot is up. When it cannot start, CI (`CI=true`) fails
@@ -45,6 +52,22 @@ pub fn available() -> bool {
 }
 
 impl Dovecot {
+    /// Stops the server (its mail stays) and waits until the port is closed.
+    pub fn stop(&self) {
+        let status = Command::new(DOVECOT).arg("-c").arg(self.dir.join("dovecot.conf")).arg("stop").status();
+        assert!(status.is_ok_and(|s| s.success()), "dovecot stop");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "dovecot still listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same port and mail.
+    pub fn restart(&self) {
+        launch(&self.dir, self.port).expect("dovecot restarts");
+    }
+
     /// Imports the maildir at `maildir` into `user`'s INBOX with `doveadm import` (bulk filling).
     pub fn import_maildir(&self, user: &str, maildir: &std::path::Path) {
         let status = Command::new("doveadm")
@@ -100,10 +123,9 @@ fn free_port() -> u16 {
 }
 
 fn start() -> Result<Dovecot, String> {
-    let dovecot = ["/usr/sbin/dovecot", "/usr/bin/dovecot"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .ok_or("Dovecot is not installed (apt-get install dovecot-imapd)")?;
+    if !std::path::Path::new(DOVECOT).exists() {
+        return Err("Dovecot is not installed (apt-get install dovecot-imapd)".into());
+    }
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     if !root {
         return Err("Dovecot's master must start as root".into());
@@ -184,11 +206,10 @@ service submission-login {{
 "#
     );
     std::fs::write(dir.join("dovecot.conf"), conf).map_err(|e| e.to_string())?;
-    let script = format!(
-        "{dovecot} -F -c \"$1/dovecot.conf\" > \"$1/stdout.log\" 2>&1 &\n\
-         dv=$!\nwhile kill -0 \"$2\" 2>/dev/null && kill -0 $dv 2>/dev/null; do sleep 0.5; done\n\
-         kill $dv 2>/dev/null; wait\nrm -rf \"$1\"\n"
-    );
+    // The watchdog: once this test process is gone, stop whatever master runs and remove the folder.
+    let script = "while kill -0 \"$2\" 2>/dev/null; do sleep 0.5; done\n\
+                  [ -f \"$1/run/master.pid\" ] && kill \"$(cat \"$1/run/master.pid\")\" 2>/dev/null\n\
+                  sleep 1\nrm -rf \"$1\"\n";
     Command::new("sh")
         .arg("-c")
         .arg(script)
@@ -199,20 +220,37 @@ service submission-login {{
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map_err(|e| format!("starting the watchdog: {e}"))?;
+    launch(&dir, port)?;
+    Ok(Dovecot { port, dir })
+}
+
+/// Starts the master (it daemonizes; its pid goes to `run/master.pid`) and waits for the greeting.
+fn launch(dir: &std::path::Path, port: u16) -> Result<(), String> {
+    let status = Command::new(DOVECOT)
+        .arg("-c")
+        .arg(dir.join("dovecot.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
         .map_err(|e| format!("starting dovecot: {e}"))?;
+    if !status.success() {
+        let log = std::fs::read_to_string(dir.join("dovecot.log")).unwrap_or_default();
+        return Err(format!("dovecot did not start: {log}"));
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             use std::io::Read;
             let mut greeting = [0u8; 4];
             if s.read_exact(&mut greeting).is_ok() && &greeting == b"* OK" {
-                return Ok(Dovecot { port, dir });
+                return Ok(());
             }
         }
         if Instant::now() > deadline {
             let log = std::fs::read_to_string(dir.join("dovecot.log")).unwrap_or_default();
-            let out = std::fs::read_to_string(dir.join("stdout.log")).unwrap_or_default();
-            return Err(format!("dovecot did not greet within 20 s: {log}{out}"));
+            return Err(format!("dovecot did not greet within 20 s: {log}"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
