@@ -68,15 +68,16 @@ impl App {
             .imap
             .iter()
             .map(|imap| {
-                Arc::new(ImapIntake::new(
+                ImapIntake::new(
                     imap.clone(),
                     intake.clone(),
                     store.clone(),
                     settings.mime_limits.max_bytes,
                     owner.clone(),
-                ))
+                )
+                .map(Arc::new)
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             settings,
             store,

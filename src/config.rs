@@ -50,11 +50,26 @@ pub enum ImapMode {
     Poll,
 }
 
+/// How the IMAP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImapTls {
+    /// `imaps://`: TLS from the first byte (port 993).
+    Implicit,
+    /// `imap://`: STARTTLS (RFC 3501 §6.2.1) when the server offers it; plaintext only to a
+    /// loopback address or with `IMAP_ALLOW_PLAINTEXT=true`.
+    StartTls,
+}
+
 /// One IMAP mailbox to take mail from.
 #[derive(Debug, Clone)]
 pub struct ImapSettings {
     pub host: String,
     pub port: u16,
+    pub tls: ImapTls,
+    /// May the password go over a connection without TLS (no STARTTLS offered)?
+    pub allow_plaintext: bool,
+    /// PEM file of the CA certificates to trust instead of the system's (`IMAP_CA_FILE`).
+    pub ca_file: Option<PathBuf>,
     pub username: String,
     pub password: SecretString,
     pub mailbox: String,
@@ -82,29 +97,24 @@ impl ImapSettings {
 }
 
 /// Parses `IMAP_URL` and friends, one entry per mailbox of the comma-separated `IMAP_MAILBOX`
-/// (default `INBOX`). Only `imap://` to a loopback address for now, unless
-/// `IMAP_ALLOW_PLAINTEXT=true`: a password never crosses a network in clear text by default.
+/// (default `INBOX`). `imaps://host[:993]` is TLS from the start; `imap://host[:143]` upgrades
+/// with STARTTLS when the server offers it, and sends the password in clear text only to a
+/// loopback address or with `IMAP_ALLOW_PLAINTEXT=true`.
 fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ImapSettings>> {
     let Some(url) = get("IMAP_URL") else { return Ok(Vec::new()) };
-    let rest = match url.split_once("://") {
-        Some(("imap", rest)) => rest,
-        Some(("imaps", _)) => {
-            bail!("IMAP_URL: imaps:// (TLS) is not supported yet; use imap:// to a loopback address")
-        }
-        _ => bail!("IMAP_URL={url:?} must be imap://host:port"),
+    let (tls, rest, default_port) = match url.split_once("://") {
+        Some(("imap", rest)) => (ImapTls::StartTls, rest, 143),
+        Some(("imaps", rest)) => (ImapTls::Implicit, rest, 993),
+        _ => bail!("IMAP_URL={url:?} must be imaps://host[:port] or imap://host[:port]"),
     };
     let host_port = rest.trim_end_matches('/');
     let (host, port) = match host_port.rsplit_once(':') {
         Some((h, p)) => (h.to_owned(), p.parse().with_context(|| format!("IMAP_URL port in {url:?}"))?),
-        None => (host_port.to_owned(), 143),
+        None => (host_port.to_owned(), default_port),
     };
+    anyhow::ensure!(!host.is_empty(), "IMAP_URL={url:?} has no host");
     let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    let allow_plaintext = get("IMAP_ALLOW_PLAINTEXT").is_some_and(|v| v == "true");
-    if !loopback && !allow_plaintext {
-        bail!(
-            "IMAP_URL: plaintext imap:// is only allowed to a loopback address (set IMAP_ALLOW_PLAINTEXT=true to override)"
-        );
-    }
+    let allow_plaintext = loopback || get("IMAP_ALLOW_PLAINTEXT").is_some_and(|v| v == "true");
     let username = get("IMAP_USERNAME").context("IMAP_URL is set but IMAP_USERNAME is not")?;
     let password = get("IMAP_PASSWORD").context("IMAP_URL is set but IMAP_PASSWORD is not")?;
     let start = match get("IMAP_START").as_deref() {
@@ -126,6 +136,9 @@ fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ImapSetting
     let one = ImapSettings {
         host,
         port,
+        tls,
+        allow_plaintext,
+        ca_file: get("IMAP_CA_FILE").map(PathBuf::from),
         username,
         password: SecretString::from(password),
         mailbox: String::new(),
@@ -296,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn imap_is_plaintext_only_to_loopback_by_default() {
+    fn imap_allows_plaintext_only_to_loopback_by_default() {
         let base = [("IMAP_USERNAME", "bot"), ("IMAP_PASSWORD", "pw")];
         let with = |url: &str, extra: &[(&'static str, &'static str)]| {
             let mut pairs = vec![("IMAP_URL", url)];
@@ -308,8 +321,16 @@ mod tests {
         assert_eq!((local.port, local.mailbox.as_str(), local.start), (14143, "INBOX", ImapStart::New));
         assert_eq!(local.mode, ImapMode::Idle);
         assert!(with("imap://localhost", &[("IMAP_MODE", "push")]).is_err());
-        assert!(with("imap://mail.example.org", &[]).is_err());
-        assert!(with("imap://mail.example.org", &[("IMAP_ALLOW_PLAINTEXT", "true")]).is_ok());
+        assert!(local.allow_plaintext && local.tls == ImapTls::StartTls);
+        let remote = with("imap://mail.example.org", &[]).expect("STARTTLS").imap.remove(0);
+        assert!(!remote.allow_plaintext, "the password only goes over TLS");
+        assert!(
+            with("imap://mail.example.org", &[("IMAP_ALLOW_PLAINTEXT", "true")]).expect("allowed").imap[0]
+                .allow_plaintext
+        );
+        let tls = with("imaps://imap.example.org", &[]).expect("imaps").imap.remove(0);
+        assert_eq!((tls.tls, tls.port), (ImapTls::Implicit, 993));
+        assert!(with("pop3://mail.example.org", &[]).is_err());
         let since =
             with("imap://localhost", &[("IMAP_START", "since:2026-01-31")]).expect("since").imap.remove(0);
         assert_eq!(

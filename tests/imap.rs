@@ -354,3 +354,55 @@ matrix! {
         app.stop().await;
     }
 }
+
+/// Reads `user`'s INBOX on a TLS-enabled server through `imap_url`, trusting `ca` when given.
+async fn over_tls(
+    server: &imap::Dovecot,
+    imap_url: &str,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<PollReport> {
+    let user = server.new_user();
+    // The test's own client logs in without TLS (allowed on loopback).
+    let mut client = server.session(&user).await;
+    append(&mut client, "INBOX", &numbered(1), None).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = Db::Sqlite.fresh_url(dir.path()).await;
+    let ca = ca.map(|p| p.display().to_string());
+    let mut env = vec![
+        ("IMAP_URL", imap_url),
+        ("IMAP_USERNAME", user.as_str()),
+        ("IMAP_PASSWORD", imap::PASSWORD),
+        ("IMAP_START", "all"),
+    ];
+    if let Some(ca) = &ca {
+        env.push(("IMAP_CA_FILE", ca));
+    }
+    let app = App::build(support::settings(dir.path(), &url, &env)).await.expect("app");
+    app.imap.first().expect("imap").poll_once().await
+}
+
+#[tokio::test]
+async fn imaps_and_starttls_connect_with_the_configured_ca_and_refuse_an_untrusted_certificate() {
+    if !imap::available() {
+        return;
+    }
+    let server = imap::dedicated_tls();
+    let (imaps_port, cert) = server.tls.clone().expect("tls");
+
+    let implicit =
+        over_tls(&server, &format!("imaps://127.0.0.1:{imaps_port}"), Some(&cert)).await.expect("imaps");
+    assert_eq!(implicit.tasks, 1);
+    let starttls =
+        over_tls(&server, &format!("imap://localhost:{}", server.port), Some(&cert)).await.expect("starttls");
+    assert_eq!(starttls.tasks, 1);
+    let log = std::fs::read_to_string(server.dir.join("dovecot.log")).unwrap_or_default();
+    // The test's own client logs in without TLS; the bot's two logins (IMAPS, STARTTLS) must show TLS.
+    let tls_logins = log.lines().filter(|l| l.contains("Login:") && l.contains(", TLS,")).count();
+    assert_eq!(tls_logins, 2, "the bot logged in over TLS both times:\n{log}");
+
+    let untrusted = over_tls(&server, &format!("imaps://127.0.0.1:{imaps_port}"), None).await;
+    let err =
+        format!("{:#}", untrusted.expect_err("a certificate from an unknown CA is not trusted by default"));
+    assert!(err.contains("TLS handshake") && err.to_lowercase().contains("certificate"), "{err}");
+    server.stop();
+}

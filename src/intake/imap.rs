@@ -24,15 +24,52 @@ use anyhow::{Context, Result, anyhow};
 use async_imap::{Client, Session};
 use futures_util::TryStreamExt;
 use secrecy::ExposeSecret;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tracing::{info, instrument, warn};
 
-use crate::config::{ImapMode, ImapSettings, ImapStart};
+use crate::config::{ImapMode, ImapSettings, ImapStart, ImapTls};
 use crate::domain::Outcome;
 use crate::intake::{Intake, Source};
 use crate::store::Store;
 
-type ImapSession = Session<TcpStream>;
+/// A plain or TLS connection, so one session type serves both.
+pub trait ImapStream: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> ImapStream for T {}
+
+type ImapSession = Session<Box<dyn ImapStream>>;
+
+/// TLS client settings: the system's trusted roots, or only the CAs in `ca_file`.
+fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<TlsConnector> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("IMAP_CA_FILE {}", path.display()))?
+            {
+                roots.add(cert.with_context(|| format!("IMAP_CA_FILE {}", path.display()))?)?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A system certificate rustls cannot use is skipped, like other clients do.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    anyhow::ensure!(!roots.is_empty(), "no trusted CA certificates for IMAP TLS");
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
 
 /// What one poll did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -58,6 +95,7 @@ pub struct ImapIntake {
     max_bytes: usize,
     /// This process's name on the mailbox lease.
     owner: String,
+    tls: TlsConnector,
 }
 
 async fn timed<T, E>(limit: Duration, what: &str, f: impl Future<Output = Result<T, E>>) -> Result<T>
@@ -71,14 +109,27 @@ where
 }
 
 impl ImapIntake {
+    /// Errors: an unreadable `IMAP_CA_FILE`, or no trusted CA certificates at all.
     pub fn new(
         settings: ImapSettings,
         intake: Arc<Intake>,
         store: Store,
         max_bytes: usize,
         owner: String,
-    ) -> Self {
-        Self { settings, intake, store, max_bytes, owner }
+    ) -> Result<Self> {
+        let tls = tls_connector(settings.ca_file.as_deref())?;
+        Ok(Self { settings, intake, store, max_bytes, owner, tls })
+    }
+
+    async fn wrap_tls(&self, stream: Box<dyn ImapStream>) -> Result<Box<dyn ImapStream>> {
+        let s = &self.settings;
+        let name = ServerName::try_from(s.host.clone())
+            .with_context(|| format!("{:?} is not a TLS server name", s.host))?;
+        let tls = tokio::time::timeout(s.command_timeout, self.tls.connect(name, stream))
+            .await
+            .map_err(|_| anyhow!("TLS handshake with {} timed out", s.host))?
+            .with_context(|| format!("TLS handshake with {}", s.host))?;
+        Ok(Box::new(tls))
     }
 
     /// Takes or renews this instance's lease on the mailbox.
@@ -111,10 +162,29 @@ impl ImapIntake {
             .await
             .map_err(|_| anyhow!("connecting to {}:{} timed out", s.host, s.port))?
             .with_context(|| format!("connecting to {}:{}", s.host, s.port))?;
-        let mut client = Client::new(tcp);
+        let mut stream: Box<dyn ImapStream> = Box::new(tcp);
+        if s.tls == ImapTls::Implicit {
+            stream = self.wrap_tls(stream).await?;
+        }
+        let mut client = Client::new(stream);
         timed(limit, "greeting", client.read_response())
             .await?
             .context("the server closed the connection before its greeting")?;
+        if s.tls == ImapTls::StartTls {
+            match timed(limit, "STARTTLS", client.run_command_and_check_ok("STARTTLS", None)).await {
+                Ok(()) => client = Client::new(self.wrap_tls(client.into_inner()).await?),
+                Err(e) if s.allow_plaintext => {
+                    tracing::debug!(error = %format!("{e:#}"), "no STARTTLS; plaintext allowed to this server");
+                }
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "{} offers no STARTTLS; refusing to send the password in clear text \
+                         (use imaps://, or IMAP_ALLOW_PLAINTEXT=true)",
+                        s.host
+                    )));
+                }
+            }
+        }
         tokio::time::timeout(limit, client.login(&s.username, s.password.expose_secret()))
             .await
             .map_err(|_| anyhow!("IMAP LOGIN timed out"))?

@@ -24,18 +24,26 @@ const USERS: u32 = 500;
 pub struct Dovecot {
     pub port: u16,
     pub dir: PathBuf,
+    /// With TLS: the IMAPS port and the test CA certificate that signed the server's.
+    pub tls: Option<(u16, PathBuf)>,
 }
 
 static SERVER: OnceLock<Result<Dovecot, String>> = OnceLock::new();
 
 /// The server shared by this process's tests.
 pub fn server() -> Result<&'static Dovecot, &'static str> {
-    SERVER.get_or_init(start).as_ref().map_err(String::as_str)
+    SERVER.get_or_init(|| start(false)).as_ref().map_err(String::as_str)
 }
 
 /// A server of its own, for a test that stops and restarts it.
 pub fn dedicated() -> Dovecot {
-    start().expect("dedicated dovecot")
+    start(false).expect("dedicated dovecot")
+}
+
+/// A server of its own with TLS: STARTTLS on `port`, implicit TLS on the IMAPS port, and a
+/// certificate for 127.0.0.1 and localhost signed by a test CA.
+pub fn dedicated_tls() -> Dovecot {
+    start(true).expect("dedicated dovecot with TLS")
 }
 
 /// Whether IMAP tests run: `true` when Dovecot is up. When it cannot start, CI (`CI=true`) fails
@@ -122,7 +130,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(14143)
 }
 
-fn start() -> Result<Dovecot, String> {
+fn start(tls: bool) -> Result<Dovecot, String> {
     if !std::path::Path::new(DOVECOT).exists() {
         return Err("Dovecot is not installed (apt-get install dovecot-imapd)".into());
     }
@@ -146,6 +154,79 @@ fn start() -> Result<Dovecot, String> {
     std::fs::write(dir.join("users"), users).map_err(|e| e.to_string())?;
     let port = free_port();
     let d = dir.display();
+    let (ssl, imaps, tls) = if tls {
+        // A test CA and a server certificate it signs, as in a real deployment.
+        let openssl = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .map_err(|e| format!("openssl: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!("openssl: {}", String::from_utf8_lossy(&out.stderr)))
+            }
+        };
+        std::fs::write(
+            dir.join("leaf.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .map_err(|e| e.to_string())?;
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=SwarmDirector test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ])?;
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+        ])?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ])?;
+        let cert = dir.join("ca.pem");
+        let imaps_port = free_port();
+        (
+            format!("ssl = yes\nssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem"),
+            format!("address = 127.0.0.1\n    port = {imaps_port}"),
+            Some((imaps_port, cert)),
+        )
+    } else {
+        ("ssl = no".to_owned(), "port = 0".to_owned(), None)
+    };
     let conf = format!(
         r#"instance_name = swarmtest-{port}
 base_dir = {d}/run
@@ -153,7 +234,7 @@ state_dir = {d}/state
 log_path = {d}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 login_trusted_networks = 127.0.0.0/8
@@ -182,7 +263,7 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    {imaps}
   }}
 }}
 service anvil {{
@@ -222,7 +303,7 @@ service submission-login {{
         .spawn()
         .map_err(|e| format!("starting the watchdog: {e}"))?;
     launch(&dir, port)?;
-    Ok(Dovecot { port, dir })
+    Ok(Dovecot { port, dir, tls })
 }
 
 /// Starts the master (it daemonizes; its pid goes to `run/master.pid`) and waits for the greeting.
