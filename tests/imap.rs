@@ -24,6 +24,16 @@ async fn bot(db: Db, dir: &std::path::Path, user: &str, extra: &[(&str, &str)]) 
     App::build(support::settings(dir, &url, &env)).await.expect("app")
 }
 
+/// `serve` on a fresh database, reading `user`'s INBOX on `server`; and that mailbox's key.
+async fn serve(db: Db, server: &imap::Dovecot, user: &str, extra: &[(&str, &str)]) -> (TestApp, String) {
+    let imap_url = format!("imap://127.0.0.1:{}", server.port);
+    let mut env =
+        vec![("IMAP_URL", imap_url.as_str()), ("IMAP_USERNAME", user), ("IMAP_PASSWORD", imap::PASSWORD)];
+    env.extend_from_slice(extra);
+    let app = TestApp::spawn(db, &env).await;
+    (app, format!("imap://{user}@127.0.0.1:{}/INBOX", server.port))
+}
+
 async fn poll(app: &App) -> PollReport {
     app.imap.first().expect("imap configured").poll_once().await.expect("poll")
 }
@@ -168,13 +178,7 @@ matrix! {
         if !imap::available() { return; }
         let server = imap::server().expect("dovecot");
         let user = server.new_user();
-        let imap_url = format!("imap://127.0.0.1:{}", server.port);
-        let app = TestApp::spawn(
-            db,
-            &[("IMAP_URL", &imap_url), ("IMAP_USERNAME", &user), ("IMAP_PASSWORD", imap::PASSWORD), ("IMAP_MODE", "idle")],
-        )
-        .await;
-        let key = format!("imap://{user}@127.0.0.1:{}/INBOX", server.port);
+        let (app, key) = serve(db, server, &user, &[("IMAP_MODE", "idle")]).await;
         // The bot is idling once it has recorded its first successful look at the mailbox.
         let ready = wait_until(Duration::from_secs(10), || async {
             app.store.mailbox_state(&key).await.ok().flatten().and_then(|st| st.last_ok_at)
@@ -265,13 +269,7 @@ matrix! {
         if !imap::available() { return; }
         let server = imap::dedicated();
         let user = server.new_user();
-        let imap_url = format!("imap://127.0.0.1:{}", server.port);
-        let app = TestApp::spawn(
-            db,
-            &[("IMAP_URL", &imap_url), ("IMAP_USERNAME", &user), ("IMAP_PASSWORD", imap::PASSWORD), ("IMAP_START", "all")],
-        )
-        .await;
-        let key = format!("imap://{user}@127.0.0.1:{}/INBOX", server.port);
+        let (app, key) = serve(db, &server, &user, &[("IMAP_START", "all")]).await;
         let tasks = |n: usize| {
             let store = app.store.clone();
             async move {
@@ -329,13 +327,7 @@ matrix! {
         if !imap::available() { return; }
         let server = imap::server().expect("dovecot");
         let user = server.new_user();
-        let imap_url = format!("imap://127.0.0.1:{}", server.port);
-        let app = TestApp::spawn(
-            db,
-            &[("IMAP_URL", &imap_url), ("IMAP_USERNAME", &user), ("IMAP_PASSWORD", "wrong"), ("IMAP_MODE", "poll")],
-        )
-        .await;
-        let key = format!("imap://{user}@127.0.0.1:{}/INBOX", server.port);
+        let (app, key) = serve(db, server, &user, &[("IMAP_PASSWORD", "wrong"), ("IMAP_MODE", "poll")]).await;
         let state = wait_until(Duration::from_secs(10), || async {
             app.store.mailbox_state(&key).await.ok().flatten().filter(|st| st.consecutive_errors >= 2)
         })
