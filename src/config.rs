@@ -60,6 +60,16 @@ pub enum ImapTls {
     StartTls,
 }
 
+/// How intake logs in to IMAP.
+#[derive(Debug, Clone)]
+pub enum ImapAuth {
+    /// LOGIN with `IMAP_PASSWORD`.
+    Password(SecretString),
+    /// SASL XOAUTH2 (Gmail, Microsoft 365) with an access token printed by this shell command
+    /// (`IMAP_OAUTH2_TOKEN_COMMAND`), run before every login so a refreshed token is picked up.
+    OAuth2TokenCommand(String),
+}
+
 /// One IMAP mailbox to take mail from.
 #[derive(Debug, Clone)]
 pub struct ImapSettings {
@@ -71,7 +81,7 @@ pub struct ImapSettings {
     /// PEM file of the CA certificates to trust instead of the system's (`IMAP_CA_FILE`).
     pub ca_file: Option<PathBuf>,
     pub username: String,
-    pub password: SecretString,
+    pub auth: ImapAuth,
     pub mailbox: String,
     /// UID MOVE processed mail here after the commit; otherwise set \Seen.
     pub processed_mailbox: Option<String>,
@@ -116,7 +126,12 @@ fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ImapSetting
     let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
     let allow_plaintext = loopback || get("IMAP_ALLOW_PLAINTEXT").is_some_and(|v| v == "true");
     let username = get("IMAP_USERNAME").context("IMAP_URL is set but IMAP_USERNAME is not")?;
-    let password = get("IMAP_PASSWORD").context("IMAP_URL is set but IMAP_PASSWORD is not")?;
+    let auth = match (get("IMAP_PASSWORD"), get("IMAP_OAUTH2_TOKEN_COMMAND")) {
+        (Some(password), None) => ImapAuth::Password(SecretString::from(password)),
+        (None, Some(command)) => ImapAuth::OAuth2TokenCommand(command),
+        (None, None) => bail!("IMAP_URL is set but neither IMAP_PASSWORD nor IMAP_OAUTH2_TOKEN_COMMAND is"),
+        (Some(_), Some(_)) => bail!("set IMAP_PASSWORD or IMAP_OAUTH2_TOKEN_COMMAND, not both"),
+    };
     let start = match get("IMAP_START").as_deref() {
         None | Some("new") => ImapStart::New,
         Some("all") => ImapStart::All,
@@ -140,7 +155,7 @@ fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ImapSetting
         allow_plaintext,
         ca_file: get("IMAP_CA_FILE").map(PathBuf::from),
         username,
-        password: SecretString::from(password),
+        auth,
         mailbox: String::new(),
         processed_mailbox: get("IMAP_PROCESSED_MAILBOX"),
         quarantine_mailbox: get("IMAP_QUARANTINE_MAILBOX"),
@@ -331,6 +346,8 @@ mod tests {
         let tls = with("imaps://imap.example.org", &[]).expect("imaps").imap.remove(0);
         assert_eq!((tls.tls, tls.port), (ImapTls::Implicit, 993));
         assert!(with("pop3://mail.example.org", &[]).is_err());
+        let both = with("imap://localhost", &[("IMAP_OAUTH2_TOKEN_COMMAND", "print-token")]);
+        assert!(both.is_err(), "a password and a token command at once is ambiguous");
         let since =
             with("imap://localhost", &[("IMAP_START", "since:2026-01-31")]).expect("since").imap.remove(0);
         assert_eq!(

@@ -333,7 +333,7 @@ matrix! {
         })
         .await
         .expect("failures are recorded, and retried");
-        assert!(state.last_error.as_deref().is_some_and(|e| e.contains("LOGIN")), "{:?}", state.last_error);
+        assert!(state.last_error.as_deref().is_some_and(|e| e.contains("login")), "{:?}", state.last_error);
         assert!(state.last_ok_at.is_none());
 
         let health: serde_json::Value =
@@ -396,5 +396,62 @@ async fn imaps_and_starttls_connect_with_the_configured_ca_and_refuse_an_untrust
     let err =
         format!("{:#}", untrusted.expect_err("a certificate from an unknown CA is not trusted by default"));
     assert!(err.contains("TLS handshake") && err.to_lowercase().contains("certificate"), "{err}");
+    server.stop();
+}
+
+/// An RFC 7662 introspection endpoint on 127.0.0.1 that knows one token, for `user`.
+async fn introspection(user: String, good_token: &'static str) -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/introspect",
+        post(move |body: String| {
+            let user = user.clone();
+            async move {
+                let active = body.split('&').any(|kv| kv == format!("token={good_token}"));
+                axum::Json(serde_json::json!({"active": active, "username": user}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("introspection server") });
+    format!("http://{addr}/introspect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xoauth2_logs_in_with_the_token_the_command_prints() {
+    if !imap::available() {
+        return;
+    }
+    let user = "user0@example.test".to_owned();
+    let url = introspection(user.clone(), "good-token-123").await;
+    let server = imap::dedicated_oauth2(&url);
+    let mut client = server.session(&user).await;
+    append(&mut client, "INBOX", &numbered(1), None).await;
+    let imap_url = format!("imap://127.0.0.1:{}", server.port);
+    let reader = |command: &'static str| {
+        let (imap_url, user) = (imap_url.clone(), user.clone());
+        async move {
+            let dir = tempfile::tempdir().expect("tmp");
+            let url = Db::Sqlite.fresh_url(dir.path()).await;
+            let env = [
+                ("IMAP_URL", imap_url.as_str()),
+                ("IMAP_USERNAME", user.as_str()),
+                ("IMAP_OAUTH2_TOKEN_COMMAND", command),
+                ("IMAP_START", "all"),
+            ];
+            let app = App::build(support::settings(dir.path(), &url, &env)).await.expect("app");
+            app.imap.first().expect("imap").poll_once().await
+        }
+    };
+    assert_eq!(reader("echo good-token-123").await.expect("XOAUTH2 login").tasks, 1);
+    let rejected = format!("{:#}", reader("echo expired-token").await.expect_err("a bad token is refused"));
+    assert!(rejected.contains("login") && !rejected.contains("expired-token"), "{rejected}");
+    let broken =
+        format!("{:#}", reader("echo no token here >&2; exit 3").await.expect_err("the command failed"));
+    assert!(
+        broken.contains("IMAP_OAUTH2_TOKEN_COMMAND failed") && broken.contains("no token here"),
+        "{broken}"
+    );
     server.stop();
 }

@@ -31,10 +31,50 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tracing::{info, instrument, warn};
 
-use crate::config::{ImapMode, ImapSettings, ImapStart, ImapTls};
+use crate::config::{ImapAuth, ImapMode, ImapSettings, ImapStart, ImapTls};
 use crate::domain::Outcome;
 use crate::intake::{Intake, Source};
 use crate::store::Store;
+
+/// SASL XOAUTH2 (https://developers.google.com/gmail/imap/xoauth2-protocol): the initial response
+/// carries the user and the bearer token; when the server rejects it, it sends an error
+/// challenge, which is answered with an empty response to end the exchange.
+struct XOAuth2 {
+    initial: Option<String>,
+}
+
+impl async_imap::Authenticator for XOAuth2 {
+    type Response = String;
+
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        self.initial.take().unwrap_or_default()
+    }
+}
+
+/// Runs `IMAP_OAUTH2_TOKEN_COMMAND` (through `sh -c`) and returns the token it prints. The
+/// token is never logged; a failing command is reported with its exit status and stderr.
+async fn oauth2_token(command: &str, limit: Duration) -> Result<String> {
+    let run = tokio::process::Command::new("sh").arg("-c").arg(command).kill_on_drop(true).output();
+    let out = tokio::time::timeout(limit, run)
+        .await
+        .map_err(|_| anyhow!("IMAP_OAUTH2_TOKEN_COMMAND timed out after {} s", limit.as_secs()))?
+        .context("running IMAP_OAUTH2_TOKEN_COMMAND")?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        anyhow::bail!(
+            "IMAP_OAUTH2_TOKEN_COMMAND failed ({}): {}",
+            out.status,
+            stderr.lines().next().unwrap_or("")
+        );
+    }
+    let token = String::from_utf8(out.stdout).context("IMAP_OAUTH2_TOKEN_COMMAND printed no UTF-8 token")?;
+    let token = token.trim();
+    anyhow::ensure!(
+        !token.is_empty() && !token.contains(['\x01', '\n']),
+        "IMAP_OAUTH2_TOKEN_COMMAND printed no usable token"
+    );
+    Ok(token.to_owned())
+}
 
 /// A plain or TLS connection, so one session type serves both.
 pub trait ImapStream: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
@@ -185,10 +225,20 @@ impl ImapIntake {
                 }
             }
         }
-        tokio::time::timeout(limit, client.login(&s.username, s.password.expose_secret()))
-            .await
-            .map_err(|_| anyhow!("IMAP LOGIN timed out"))?
-            .map_err(|(e, _)| anyhow!("IMAP LOGIN as {} failed: {e}", s.username))
+        let session = match &s.auth {
+            ImapAuth::Password(password) => {
+                tokio::time::timeout(limit, client.login(&s.username, password.expose_secret())).await
+            }
+            ImapAuth::OAuth2TokenCommand(command) => {
+                let token = oauth2_token(command, limit).await?;
+                let xoauth2 =
+                    XOAuth2 { initial: Some(format!("user={}\x01auth=Bearer {token}\x01\x01", s.username)) };
+                tokio::time::timeout(limit, client.authenticate("XOAUTH2", xoauth2)).await
+            }
+        };
+        session
+            .map_err(|_| anyhow!("IMAP login timed out"))?
+            .map_err(|(e, _)| anyhow!("IMAP login as {} failed: {e}", s.username))
     }
 
     async fn poll(&self) -> Result<PollReport> {

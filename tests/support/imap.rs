@@ -32,18 +32,24 @@ static SERVER: OnceLock<Result<Dovecot, String>> = OnceLock::new();
 
 /// The server shared by this process's tests.
 pub fn server() -> Result<&'static Dovecot, &'static str> {
-    SERVER.get_or_init(|| start(false)).as_ref().map_err(String::as_str)
+    SERVER.get_or_init(|| start(false, None)).as_ref().map_err(String::as_str)
 }
 
 /// A server of its own, for a test that stops and restarts it.
 pub fn dedicated() -> Dovecot {
-    start(false).expect("dedicated dovecot")
+    start(false, None).expect("dedicated dovecot")
 }
 
 /// A server of its own with TLS: STARTTLS on `port`, implicit TLS on the IMAPS port, and a
 /// certificate for 127.0.0.1 and localhost signed by a test CA.
 pub fn dedicated_tls() -> Dovecot {
-    start(true).expect("dedicated dovecot with TLS")
+    start(true, None).expect("dedicated dovecot with TLS")
+}
+
+/// A server of its own that also accepts SASL XOAUTH2, checking each token by POSTing it to
+/// `introspection_url` (RFC 7662 token introspection: `{"active": true, "username": ...}`).
+pub fn dedicated_oauth2(introspection_url: &str) -> Dovecot {
+    start(false, Some(introspection_url)).expect("dedicated dovecot with XOAUTH2")
 }
 
 /// Whether IMAP tests run: `true` when Dovecot is up. When it cannot start, CI (`CI=true`) fails
@@ -130,7 +136,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(14143)
 }
 
-fn start(tls: bool) -> Result<Dovecot, String> {
+fn start(tls: bool, introspection_url: Option<&str>) -> Result<Dovecot, String> {
     if !std::path::Path::new(DOVECOT).exists() {
         return Err("Dovecot is not installed (apt-get install dovecot-imapd)".into());
     }
@@ -227,6 +233,22 @@ fn start(tls: bool) -> Result<Dovecot, String> {
     } else {
         ("ssl = no".to_owned(), "port = 0".to_owned(), None)
     };
+    let (mechanisms, oauth2_passdb) = match introspection_url {
+        Some(url) => {
+            let conf = format!(
+                "introspection_mode = post\nintrospection_url = {url}\nusername_attribute = username\n\
+                 active_attribute = active\nactive_value = true\n"
+            );
+            std::fs::write(dir.join("oauth2.conf.ext"), conf).map_err(|e| e.to_string())?;
+            (
+                "plain login xoauth2",
+                format!(
+                    "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2\n  args = {d}/oauth2.conf.ext\n}}\n"
+                ),
+            )
+        }
+        None => ("plain login", String::new()),
+    };
     let conf = format!(
         r#"instance_name = swarmtest-{port}
 base_dir = {d}/run
@@ -236,7 +258,7 @@ protocols = imap
 listen = 127.0.0.1
 {ssl}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 login_trusted_networks = 127.0.0.0/8
 default_login_user = dovenull
 default_internal_user = dovecot
@@ -247,8 +269,10 @@ auth_cache_size = 0
 auth_failure_delay = 0
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {d}/users
 }}
+{oauth2_passdb}
 userdb {{
   driver = static
   args = uid=65534 gid=65534 home={d}/mail/%d/%n
