@@ -269,7 +269,15 @@ matrix! {
         if !imap::available() { return; }
         let server = imap::dedicated();
         let user = server.new_user();
-        let (app, key) = serve(db, &server, &user, &[("IMAP_START", "all")]).await;
+        // A dead connection is noticed within one IDLE cycle (lease/3) plus the command timeout:
+        // keep both short so the outage shows quickly even on a loaded machine.
+        let (app, key) = serve(
+            db,
+            &server,
+            &user,
+            &[("IMAP_START", "all"), ("IMAP_LEASE_SECS", "6"), ("IMAP_COMMAND_TIMEOUT", "5")],
+        )
+        .await;
         let tasks = |n: usize| {
             let store = app.store.clone();
             async move {
@@ -286,7 +294,7 @@ matrix! {
 
         // The server goes away under the idling bot; mail arrives right after it comes back.
         server.stop();
-        let failed = wait_until(Duration::from_secs(10), || async {
+        let failed = wait_until(Duration::from_secs(30), || async {
             app.store.mailbox_state(&key).await.ok().flatten().filter(|st| st.consecutive_errors > 0)
         })
         .await;
