@@ -11,12 +11,15 @@
 //! Figures are printed as times, messages/s and ratios against the baseline.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "../tests/support/fleet.rs"]
+mod fleet;
+
 use swarm_director::config::MimeLimits;
-use swarm_director::intake::webhook::{decode_secret, sign};
+use swarm_director::intake::webhook::decode_secret;
 use swarm_director::store::Store;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -89,22 +92,14 @@ fn main() {
     let ratio = |d: Duration| d.as_secs_f64() / baseline.as_secs_f64();
     println!("parse     swarm parse (limits, quotes, html){}  {:5.1}x", rate(n, ours), ratio(ours));
 
-    let bin = env!("CARGO_BIN_EXE_swarm-director");
+    let bin = Path::new(env!("CARGO_BIN_EXE_swarm-director"));
     let dir = tempfile::tempdir().expect("tmp");
-    let env = |c: &mut Command, d: &Path| {
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", format!("sqlite://{}/swarm.db", d.display()))
-            .env("SWARM_OUTBOX_DIR", d.join("outbox"))
-            .env("SWARM_LOG", "warn")
-            .current_dir(d);
-    };
+    let sqlite = |d: &Path| format!("sqlite://{}/swarm.db", d.display());
 
     // The CLI over the whole corpus.
     let ingest_dir = dir.path().join("ingest");
     std::fs::create_dir_all(&ingest_dir).expect("mkdir");
-    let mut cmd = Command::new(bin);
-    env(&mut cmd, &ingest_dir);
+    let mut cmd = fleet::command(bin, &ingest_dir, &sqlite(&ingest_dir), &[]);
     cmd.arg("ingest").args(files.iter().map(|(p, _)| p)).stdout(Stdio::null());
     let t = Instant::now();
     let status = cmd.status().expect("ingest runs");
@@ -115,55 +110,29 @@ fn main() {
     // serve: idle RSS, then the corpus over HTTP.
     let serve_dir = dir.path().join("serve");
     std::fs::create_dir_all(&serve_dir).expect("mkdir");
-    let port =
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    let mut cmd = Command::new(bin);
-    env(&mut cmd, &serve_dir);
-    cmd.arg("serve")
-        .env("SWARM_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("SWARM_WEBHOOK_SECRETS", SECRET)
-        .env("SWARM_POLL_INTERVAL_MS", "200")
-        .stdout(Stdio::null());
-    let mut child: Child = cmd.spawn().expect("serve starts");
-    let pid = child.id();
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    rt.block_on(async {
-        for _ in 0..200 {
-            if http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    });
+    let store_url = sqlite(&serve_dir);
+    let env = [("SWARM_WEBHOOK_SECRETS", SECRET), ("SWARM_POLL_INTERVAL_MS", "200")];
+    let serve = fleet::Fleet::start(bin, &serve_dir, &store_url, 1, &env);
+    let pid = serve.pid(0).expect("serve runs");
+    let port = serve.ports[0];
+    // Let start-up work (migrations, templates) settle before reading the idle figure.
     std::thread::sleep(Duration::from_millis(500));
     let (idle_rss, idle_peak) = rss_kib(pid);
 
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let http = reqwest::Client::new();
     let key = Arc::new(decode_secret(SECRET).expect("secret"));
-    let store_url = format!("sqlite://{}/swarm.db", serve_dir.display());
     let served = rt.block_on(async {
         let t = Instant::now();
         let gate = Arc::new(tokio::sync::Semaphore::new(8));
         let mut posts = Vec::with_capacity(n);
         for (i, (_, raw)) in files.iter().enumerate() {
-            let (http, base, key, gate, raw) =
-                (http.clone(), base.clone(), key.clone(), gate.clone(), raw.clone());
+            let (http, key, gate, raw) = (http.clone(), key.clone(), gate.clone(), raw.clone());
             posts.push(tokio::spawn(async move {
                 let _permit = gate.acquire().await.expect("semaphore");
                 let id = format!("bench_{i}");
-                let ts = chrono::Utc::now().timestamp();
-                let r = http
-                    .post(format!("{base}/inbound/raw"))
-                    .header("content-type", "message/rfc822")
-                    .header("webhook-id", &id)
-                    .header("webhook-timestamp", ts.to_string())
-                    .header("webhook-signature", sign(&key, &id, ts, &raw))
-                    .body(raw)
-                    .send()
-                    .await
-                    .expect("post");
-                assert_eq!(r.status(), 202, "{id}");
+                let status = fleet::post_signed(&http, port, &key, &id, raw).await.expect("post");
+                assert_eq!(status, 202, "{id}");
             }));
         }
         for p in posts {
@@ -180,8 +149,7 @@ fn main() {
         t.elapsed()
     });
     let (after_rss, after_peak) = rss_kib(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serve);
     println!("serve     HTTP post + process + deliver    {}  {:5.1}x", rate(n, served), ratio(served));
     println!(
         "serve RSS idle {:.1} MiB (peak {:.1} MiB); after the corpus {:.1} MiB (peak {:.1} MiB)",
