@@ -14,7 +14,6 @@ use tracing::{error, info};
 use crate::config::Settings;
 use crate::intake::Intake;
 use crate::intake::imap::ImapIntake;
-use crate::intake::webhook::Verifier;
 use crate::mail::compose::Templates;
 use crate::mail::transport::Transport;
 use crate::orchestrator::Orchestrator;
@@ -133,19 +132,13 @@ impl Application {
     ) -> Result<()> {
         let Self { app, listener } = self;
         let s = &app.settings;
-        let verifier = if s.webhook_secrets.is_empty() {
-            None
-        } else {
-            Some(Arc::new(Verifier::new(&s.webhook_secrets, s.webhook_tolerance)?))
-        };
+        let inbound = web::Inbound::from_settings(s, app.orchestrator.workflow_names())?;
         let mut state = AppState::new(
             app.store.clone(),
             app.intake.clone(),
-            verifier,
-            s.webhook_tolerance,
+            inbound,
             s.admin_token.clone(),
             app.task_wake.clone(),
-            s.mime_limits.max_bytes,
         )?;
         state.imap_max_age = s.imap.first().map(|i| i.health_max_age);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -196,7 +189,9 @@ impl Application {
         handles.push(tokio::spawn(crate::scheduler::run(app.store.clone(), stop_rx)));
 
         info!(addr = %listener.local_addr()?, "serving");
-        let server = axum::serve(listener, web::router(state)).with_graceful_shutdown(shutdown);
+        // Connection info gives the rate limiter each client's address.
+        let service = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, service).with_graceful_shutdown(shutdown);
         let result = server.await.context("HTTP server");
         info!("shutting down: finishing work in hand");
         let _ = stop_tx.send(true);

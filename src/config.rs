@@ -184,6 +184,77 @@ fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ImapSetting
     Ok(mailboxes)
 }
 
+/// An HTTP intake endpoint, for `SWARM_INBOUND_DISABLED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /inbound/raw`
+    Raw,
+    /// `POST /inbound/mailgun` and `/inbound/mailgun/mime`
+    Mailgun,
+    /// `POST /inbound/sendgrid`
+    Sendgrid,
+    /// `POST /inbound/postmark`
+    Postmark,
+    /// `POST /hooks/{name}`
+    Hooks,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 5] =
+        [Endpoint::Raw, Endpoint::Mailgun, Endpoint::Sendgrid, Endpoint::Postmark, Endpoint::Hooks];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Raw => "raw",
+            Endpoint::Mailgun => "mailgun",
+            Endpoint::Sendgrid => "sendgrid",
+            Endpoint::Postmark => "postmark",
+            Endpoint::Hooks => "hooks",
+        }
+    }
+}
+
+/// The HTTP intake endpoints: their secrets and the limits every one of them applies.
+/// An endpoint whose secret is not set, or that is listed in `SWARM_INBOUND_DISABLED`, answers 404.
+#[derive(Debug, Clone)]
+pub struct InboundSettings {
+    /// Mailgun's HTTP webhook signing key (`MAILGUN_SIGNING_KEY`).
+    pub mailgun_signing_key: Option<SecretString>,
+    /// Accepted age (either way) of a Mailgun `timestamp` (`MAILGUN_TIMESTAMP_TOLERANCE_SECS`).
+    pub mailgun_tolerance: Duration,
+    /// `user:password` SendGrid must present (put in the Destination URL).
+    pub sendgrid_basic_auth: Option<SecretString>,
+    /// Public key of a SendGrid signing policy: base64 DER or PEM.
+    pub sendgrid_verification_key: Option<String>,
+    /// `user:password` Postmark must present (put in the webhook URL).
+    pub postmark_basic_auth: Option<SecretString>,
+    /// Standard Webhooks secrets of `/hooks/{name}` (`SWARM_HOOK_SECRETS`, default
+    /// `SWARM_WEBHOOK_SECRETS`).
+    pub hook_secrets: Vec<SecretString>,
+    pub disabled: Vec<Endpoint>,
+    /// Largest request body, in bytes; larger ones get 413 before the rest is read.
+    pub max_request_bytes: usize,
+    /// Longest time to receive a request body.
+    pub read_timeout: Duration,
+    /// Requests per second per client address and endpoint; 0 turns rate limiting off.
+    pub rate_per_sec: u32,
+    /// Requests a client may send at once above the rate.
+    pub rate_burst: u32,
+}
+
+/// Comma-separated secrets; empty entries ignored.
+fn secret_list(value: Option<String>) -> Vec<SecretString> {
+    value
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| SecretString::from(s.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `sqlite://path` (default `sqlite://data/swarm.db`) or `postgres://user:password@host/db`.
@@ -217,6 +288,7 @@ pub struct Settings {
     pub log_format: String,
     /// IMAP intake, one entry per mailbox of `IMAP_MAILBOX` (empty unless `IMAP_URL` is set).
     pub imap: Vec<ImapSettings>,
+    pub inbound: InboundSettings,
 }
 
 impl Settings {
@@ -249,15 +321,23 @@ impl Settings {
             http_addr.parse().with_context(|| format!("SWARM_HTTP_ADDR={http_addr:?} is not host:port"))?;
         let from = text("SWARM_FROM_ADDRESS", "swarm@localhost");
         let from_address = EmailAddress::parse(&from).context("SWARM_FROM_ADDRESS")?;
-        let webhook_secrets = get("SWARM_WEBHOOK_SECRETS")
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| SecretString::from(s.to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let webhook_secrets = secret_list(get("SWARM_WEBHOOK_SECRETS"));
+        let hook_secrets = match get("SWARM_HOOK_SECRETS") {
+            Some(v) => secret_list(Some(v)),
+            None => webhook_secrets.clone(),
+        };
+        let mut disabled = Vec::new();
+        for name in get("SWARM_INBOUND_DISABLED").unwrap_or_default().split(',').map(str::trim) {
+            if name.is_empty() {
+                continue;
+            }
+            let endpoint = Endpoint::ALL.into_iter().find(|e| e.name() == name).with_context(|| {
+                format!(
+                    "SWARM_INBOUND_DISABLED names {name:?}; known: raw, mailgun, sendgrid, postmark, hooks"
+                )
+            })?;
+            disabled.push(endpoint);
+        }
         let log_format = text("SWARM_LOG_FORMAT", "text");
         if log_format != "text" && log_format != "json" {
             bail!("SWARM_LOG_FORMAT={log_format:?} must be text or json");
@@ -289,6 +369,19 @@ impl Settings {
             task_workers: number("SWARM_TASK_WORKERS", 2)? as usize,
             log_filter: text("SWARM_LOG", "info"),
             imap: imap_settings(&get)?,
+            inbound: InboundSettings {
+                mailgun_signing_key: get("MAILGUN_SIGNING_KEY").map(SecretString::from),
+                mailgun_tolerance: Duration::from_secs(number("MAILGUN_TIMESTAMP_TOLERANCE_SECS", 300)?),
+                sendgrid_basic_auth: get("SENDGRID_INBOUND_BASIC_AUTH").map(SecretString::from),
+                sendgrid_verification_key: get("SENDGRID_VERIFICATION_KEY"),
+                postmark_basic_auth: get("POSTMARK_INBOUND_BASIC_AUTH").map(SecretString::from),
+                hook_secrets,
+                disabled,
+                max_request_bytes: number("SWARM_MAX_REQUEST_BYTES", 25 * 1024 * 1024)? as usize,
+                read_timeout: Duration::from_secs(number("SWARM_INBOUND_READ_TIMEOUT_SECS", 30)?),
+                rate_per_sec: number("SWARM_INBOUND_RATE_PER_SEC", 50)? as u32,
+                rate_burst: number("SWARM_INBOUND_RATE_BURST", 200)? as u32,
+            },
             log_format,
         })
     }
@@ -359,6 +452,20 @@ mod tests {
         let two = with("imap://localhost", &[("IMAP_MAILBOX", "INBOX, Support")]).expect("two").imap;
         assert_eq!(two.iter().map(|m| m.mailbox.as_str()).collect::<Vec<_>>(), ["INBOX", "Support"]);
         assert!(with("imap://localhost", &[("IMAP_MAILBOX", "INBOX,INBOX")]).is_err());
+    }
+
+    #[test]
+    fn inbound_endpoints_and_their_secrets() {
+        let s = settings(&[("SWARM_WEBHOOK_SECRETS", "whsec_a")]).expect("valid");
+        assert_eq!(s.inbound.hook_secrets.len(), 1, "hooks share the /inbound/raw secrets by default");
+        assert!(s.inbound.disabled.is_empty() && s.inbound.mailgun_signing_key.is_none());
+        let s =
+            settings(&[("SWARM_INBOUND_DISABLED", "raw, hooks"), ("SWARM_HOOK_SECRETS", "whsec_b,whsec_c")])
+                .expect("valid");
+        assert_eq!(s.inbound.disabled, [Endpoint::Raw, Endpoint::Hooks]);
+        assert_eq!(s.inbound.hook_secrets.len(), 2);
+        let err = settings(&[("SWARM_INBOUND_DISABLED", "mailchimp")]).expect_err("unknown");
+        assert!(format!("{err:#}").contains("SWARM_INBOUND_DISABLED"));
     }
 
     #[test]

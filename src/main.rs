@@ -183,7 +183,7 @@ async fn ingest(settings: Settings, files: Vec<PathBuf>) -> Result<ExitCode> {
         let shown = path.display().to_string();
         match std::fs::read(path) {
             Ok(raw) => {
-                let source = Source { name: "cli", key: Some(&shown), nonce: None };
+                let source = Source::new("cli", Some(&shown));
                 let outcome =
                     app.intake.accept(&source, &raw).await.with_context(|| format!("storing {shown}"))?;
                 results.push((shown, Ok(outcome)));

@@ -72,7 +72,7 @@ async fn every_corpus_message_gets_an_outcome(root: &std::path::Path, db: Db) {
         let key = path.display().to_string();
         let outcome = app
             .intake
-            .accept(&Source { name: "cli", key: Some(&key), nonce: None }, &raw)
+            .accept(&Source::new("cli", Some(&key)), &raw)
             .await
             .unwrap_or_else(|e| panic!("{key}: {e:#}"));
         if let Outcome::Quarantined { message, .. } = &outcome {

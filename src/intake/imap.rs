@@ -272,7 +272,7 @@ impl ImapIntake {
         let mut report = PollReport::default();
         for (uid, size) in self.new_uids(session, last_uid).await? {
             let source_key = format!("{key};UIDVALIDITY={uidvalidity};UID={uid}");
-            let source = Source { name: &key, key: Some(&source_key), nonce: None };
+            let source = Source::new(&key, Some(&source_key));
             let outcome = if size > self.max_bytes {
                 report.oversize += 1;
                 self.intake.quarantine_unread(&source, size, self.max_bytes).await?

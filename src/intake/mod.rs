@@ -1,9 +1,10 @@
-//! Intake: every way mail gets in (CLI files, the signed `/inbound/raw` webhook; IMAP and
-//! provider webhooks later) ends in one [`Intake::accept`]. It stores the raw bytes, dedupes,
+//! Intake: every way mail gets in (CLI files, IMAP, the signed `/inbound/raw` webhook, provider
+//! webhooks and the task hook) ends in one [`Intake::accept`]. It stores the raw bytes, dedupes,
 //! and decides the message's fate (task, ignored, quarantined) in one transaction, before the
 //! caller acknowledges anything (invariant 1).
 
 pub mod imap;
+pub mod providers;
 pub mod webhook;
 
 use std::time::Duration;
@@ -27,6 +28,29 @@ pub struct Source<'a> {
     pub key: Option<&'a str>,
     /// A replay key that must not have been seen before (signed webhooks).
     pub nonce: Option<(&'a str, Duration)>,
+    pub hints: Hints<'a>,
+}
+
+impl<'a> Source<'a> {
+    /// A source with a key and nothing else.
+    pub fn new(name: &'a str, key: Option<&'a str>) -> Self {
+        Self { name, key, nonce: None, hints: Hints::default() }
+    }
+}
+
+/// What a source knows about a message beyond its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hints<'a> {
+    /// The provider's own text of the reply without quotes or signature (Mailgun `stripped-text`,
+    /// Postmark `StrippedTextReply`); replaces our quote stripping when not blank.
+    pub new_text: Option<&'a str>,
+    /// The workflow the sender asked for (task hook); the default one otherwise.
+    pub workflow: Option<&'a str>,
+    /// Kept with the task input (task hook `metadata`).
+    pub metadata: Option<&'a serde_json::Value>,
+    /// A signed request that explicitly asks for a reply (task hook): the automated-mail rules of
+    /// the guard do not apply; the loop rules still do.
+    pub requested: bool,
 }
 
 pub struct Intake {
@@ -63,17 +87,32 @@ impl Intake {
             Some(id) => format!("mid:{id}"),
             None => format!("sha256:{sha256}"),
         };
-        let disposition = match &parsed {
+        let hints = &source.hints;
+        let verdict = |p: &parse::ParsedMail| {
+            if hints.requested {
+                guard::addressing(p, &self.own_address)
+            } else {
+                guard::check(p, &self.own_address)
+            }
+        };
+        let disposition = match parsed {
             Err(e) => Disposition::Quarantined(e.to_string()),
-            Ok(p) => match guard::check(p, &self.own_address) {
+            Ok(p) => match verdict(&p) {
                 Err(reason) => Disposition::Ignored(reason),
-                Ok(reply_to) => Disposition::Task(NewTask {
-                    sender: sender.clone().unwrap_or_default(),
-                    reply_to: reply_to.into(),
-                    subject: p.email.subject.clone(),
-                    workflow: self.workflow.to_owned(),
-                    input: serde_json::to_string(&p.email)?,
-                }),
+                Ok(reply_to) => {
+                    let mut email = p.email;
+                    if let Some(text) = hints.new_text.map(str::trim).filter(|t| !t.is_empty()) {
+                        email.new_text = text.replace("\r\n", "\n");
+                    }
+                    email.metadata = hints.metadata.cloned();
+                    Disposition::Task(NewTask {
+                        sender: sender.clone().unwrap_or_default(),
+                        reply_to: reply_to.into(),
+                        subject: email.subject.clone(),
+                        workflow: hints.workflow.unwrap_or(self.workflow).to_owned(),
+                        input: serde_json::to_string(&email)?,
+                    })
+                }
             },
         };
         let nonce = source.nonce.map(|(nonce, keep_for)| Nonce { source: source.name, nonce, keep_for });

@@ -271,6 +271,7 @@ mod tests {
             new_text: String::new(),
             from_html: false,
             attachments: vec![],
+            metadata: None,
         }
     }
 

@@ -18,9 +18,16 @@ const AUTOMATED_SENDERS: &[&str] = &[
     "bounces",
 ];
 
-/// `Ok(reply_to)` when the message may become a task, `Err(reason)` naming the rule otherwise.
-/// `reply_to` is the Reply-To address when present, else From (RFC 5322 §3.6.2).
+/// `Ok(reply_to)` when the message may become a task, `Err(reason)` naming the rule otherwise:
+/// the automated-mail rules, then [`addressing`].
 pub fn check(mail: &ParsedMail, own: &EmailAddress) -> Result<EmailAddress, String> {
+    automated(mail)?;
+    addressing(mail, own)
+}
+
+/// Refuses automated mail: RFC 3834 auto-replies, bounces and reports, bulk and list mail, and
+/// mail from addresses only machines send from.
+pub fn automated(mail: &ParsedMail) -> Result<(), String> {
     let s = &mail.signals;
     let e = &mail.email;
     if let Some(v) = s.auto_submitted.as_deref().filter(|v| !v.starts_with("no")) {
@@ -41,14 +48,23 @@ pub fn check(mail: &ParsedMail, own: &EmailAddress) -> Result<EmailAddress, Stri
     if s.list_id {
         return Err("mailing-list mail: List-Id header".into());
     }
+    if let Some(from) = e.from.as_ref().and_then(|f| EmailAddress::parse(&f.address).ok()) {
+        let local = from.as_str().rsplit_once('@').map_or("", |(l, _)| l).to_ascii_lowercase();
+        if AUTOMATED_SENDERS.contains(&local.as_str()) {
+            return Err(format!("automated sender {from}"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks who the reply would go to: a valid sender, not ourselves, not a message of ours
+/// (loops). `Ok` is the Reply-To address when present, else From (RFC 5322 §3.6.2).
+pub fn addressing(mail: &ParsedMail, own: &EmailAddress) -> Result<EmailAddress, String> {
+    let e = &mail.email;
     let Some(from) = &e.from else {
         return Err("no valid sender address in From".into());
     };
     let from = EmailAddress::parse(&from.address).map_err(|e| e.to_string())?;
-    let local = from.as_str().rsplit_once('@').map_or("", |(l, _)| l).to_ascii_lowercase();
-    if AUTOMATED_SENDERS.contains(&local.as_str()) {
-        return Err(format!("automated sender {from}"));
-    }
     if from == *own || e.reply_to.as_deref() == Some(own.as_str()) {
         return Err(format!("mail loop: sent from our own address {own}"));
     }

@@ -42,6 +42,9 @@ pub struct InboundEmail {
     /// True when `body_text` was converted from HTML.
     pub from_html: bool,
     pub attachments: Vec<Attachment>,
+    /// Caller-supplied JSON object kept with the task (the task hook's `metadata`); never from mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -238,6 +241,7 @@ fn to_inbound(m: &Message<'_>) -> InboundEmail {
             .filter_map(|&id| m.part(id))
             .map(attachment)
             .collect(),
+        metadata: None,
     }
 }
 

@@ -89,6 +89,11 @@ impl Orchestrator {
         }
     }
 
+    /// Names of the workflows this orchestrator runs.
+    pub fn workflow_names(&self) -> Vec<String> {
+        self.workflows.iter().map(|w| w.name.to_owned()).collect()
+    }
+
     /// The workflow new tasks get.
     pub fn default_workflow(&self) -> &'static str {
         self.workflows[0].name

@@ -12,11 +12,22 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     challenge: bool,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), challenge: false }
+        Self { status, message: message.into(), challenge: false, retry_after: None }
+    }
+
+    /// Adds `WWW-Authenticate: Basic` (RFC 7617) so clients know to send credentials.
+    pub fn challenge(self) -> Self {
+        Self { challenge: true, ..self }
+    }
+
+    /// Adds `Retry-After: <seconds>` (RFC 9110 §10.2.3).
+    pub fn retry_after(self, seconds: u64) -> Self {
+        Self { retry_after: Some(seconds.max(1)), ..self }
     }
 
     /// Logs the cause; the client sees only "internal error".
@@ -26,13 +37,8 @@ impl ApiError {
     }
 
     pub fn unauthorized_admin() -> Self {
-        Self {
-            challenge: true,
-            ..Self::new(
-                StatusCode::UNAUTHORIZED,
-                "admin token required: Authorization: Bearer <SWARM_ADMIN_TOKEN>",
-            )
-        }
+        Self::new(StatusCode::UNAUTHORIZED, "admin token required: Authorization: Bearer <SWARM_ADMIN_TOKEN>")
+            .challenge()
     }
 }
 
@@ -44,6 +50,9 @@ impl IntoResponse for ApiError {
                 WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Basic realm=\"SwarmDirector\""),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
     }

@@ -1,9 +1,9 @@
 //! HTTP: the status page, task pages, `/health`, the JSON API, the audit CSV export and the
-//! signed `/inbound/raw` endpoint. Every mail-derived string is escaped (minijinja auto-escape on
+//! intake endpoints (signed raw MIME, Mailgun, SendGrid, Postmark, task hooks; see [`inbound`]). Every mail-derived string is escaped (minijinja auto-escape on
 //! `.html` templates). Client errors say what was wrong; internal details are logged only.
 
 mod error;
-mod inbound;
+pub mod inbound;
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use chrono::DateTime;
@@ -21,10 +21,11 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 pub use error::ApiError;
+pub use inbound::Inbound;
 
 use crate::audit::CsvExport;
 use crate::intake::Intake;
-use crate::intake::webhook::Verifier;
+use crate::intake::webhook::constant_time_eq;
 use crate::store::{AuditFilter, Store};
 
 /// Shared state of every handler.
@@ -32,28 +33,23 @@ use crate::store::{AuditFilter, Store};
 pub struct AppState {
     pub store: Store,
     pub intake: Arc<Intake>,
-    /// `None` when no webhook secret is configured: `/inbound/raw` answers 404.
-    pub verifier: Option<Arc<Verifier>>,
-    pub webhook_tolerance: std::time::Duration,
+    /// The intake endpoints' secrets and limits.
+    pub inbound: Arc<Inbound>,
     pub admin_token: Option<SecretString>,
     /// Wakes the task worker after a new task is committed.
     pub task_wake: Arc<Notify>,
-    pub max_body_bytes: usize,
     /// A mailbox whose last successful poll is older than this is reported degraded.
     pub imap_max_age: Option<std::time::Duration>,
     pages: Arc<minijinja::Environment<'static>>,
 }
 
 impl AppState {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
         intake: Arc<Intake>,
-        verifier: Option<Arc<Verifier>>,
-        webhook_tolerance: std::time::Duration,
+        inbound: Inbound,
         admin_token: Option<SecretString>,
         task_wake: Arc<Notify>,
-        max_body_bytes: usize,
     ) -> anyhow::Result<Self> {
         let mut env = minijinja::Environment::new();
         for (name, text) in [
@@ -66,11 +62,9 @@ impl AppState {
         Ok(Self {
             store,
             intake,
-            verifier,
-            webhook_tolerance,
+            inbound: Arc::new(inbound),
             admin_token,
             task_wake,
-            max_body_bytes,
             imap_max_age: None,
             pages: Arc::new(env),
         })
@@ -106,21 +100,14 @@ fn presented_token(headers: &HeaderMap) -> Option<String> {
     text.split_once(':').map(|(_, password)| password.to_owned())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 pub fn router(state: AppState) -> Router {
-    let inbound = Router::new()
-        .route("/inbound/raw", post(inbound::raw))
-        .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes));
     Router::new()
         .route("/", get(status_page))
         .route("/health", get(health))
         .route("/tasks/{id}", get(task_page))
         .route("/api/tasks/{id}", get(task_api))
         .route("/audit.csv", get(audit_csv))
-        .merge(inbound)
+        .merge(inbound::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page") })
         .with_state(state)
 }
