@@ -1089,6 +1089,14 @@ impl Store {
         .await?)
     }
 
+    /// The task's input as stored: the parsed email JSON ([`crate::mail::InboundEmail`]).
+    pub async fn task_input(&self, id: i64) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT input FROM tasks WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
     pub async fn task_steps(&self, task: i64) -> Result<Vec<StepRow>> {
         Ok(sqlx::query_as(
             "SELECT id, attempt, position, agent, model, status, input, output, error, started_at,
