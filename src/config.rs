@@ -350,6 +350,11 @@ impl Settings {
                 pool_size: number("SWARM_DB_POOL_SIZE", 10)? as u32,
                 acquire_timeout: Duration::from_secs(number("SWARM_DB_ACQUIRE_TIMEOUT_SECS", 30)?),
                 statement_timeout: Duration::from_millis(number("SWARM_DB_STATEMENT_TIMEOUT_MS", 30_000)?),
+                sqlite_full_sync: match get("SWARM_SQLITE_SYNCHRONOUS").as_deref() {
+                    None | Some("full") => true,
+                    Some("normal") => false,
+                    Some(v) => bail!("SWARM_SQLITE_SYNCHRONOUS={v:?} must be full or normal"),
+                },
             },
             http_addr,
             outbox_dir: text("SWARM_OUTBOX_DIR", "outbox").into(),

@@ -132,6 +132,10 @@ pub struct DbOptions {
     pub acquire_timeout: Duration,
     /// PostgreSQL `statement_timeout`; SQLite busy timeout (the longest wait for the write lock).
     pub statement_timeout: Duration,
+    /// SQLite `synchronous = FULL` (the default): every commit is on disk before it returns, so
+    /// an acknowledged message survives a power loss. `false` is `NORMAL`: commits survive a
+    /// crash of the process, and the last ones may be lost with the machine's power.
+    pub sqlite_full_sync: bool,
 }
 
 impl Default for DbOptions {
@@ -140,6 +144,7 @@ impl Default for DbOptions {
             pool_size: 10,
             acquire_timeout: Duration::from_secs(30),
             statement_timeout: Duration::from_secs(30),
+            sqlite_full_sync: true,
         }
     }
 }
@@ -482,8 +487,9 @@ impl Store {
         let connect =
             AnyConnectOptions::from_str(&url).with_context(|| format!("parsing DATABASE_URL {url:?}"))?;
         let busy_ms = options.statement_timeout.as_millis();
+        let sync = if options.sqlite_full_sync { "FULL" } else { "NORMAL" };
         let pragmas = format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
              PRAGMA busy_timeout = {busy_ms};"
         );
         let writer_pragmas = pragmas.clone();

@@ -133,6 +133,11 @@ impl Inbound {
         })
     }
 
+    /// [`Self::read_body_capped`] at `SWARM_MAX_REQUEST_BYTES`.
+    async fn read_body(&self, headers: &HeaderMap, body: axum::body::Body) -> Result<Bytes, ApiError> {
+        self.read_body_capped(headers, body, self.max_request_bytes).await
+    }
+
     /// Reads the whole body: 413 once it declares or sends more than `max` bytes, 408 when it
     /// does not arrive within the read timeout.
     async fn read_body_capped(
@@ -168,13 +173,6 @@ impl Inbound {
                 format!("request body not received within {} seconds", self.read_timeout.as_secs()),
             ))
         })
-    }
-}
-
-impl Inbound {
-    /// [`Self::read_body_capped`] at `SWARM_MAX_REQUEST_BYTES`.
-    async fn read_body(&self, headers: &HeaderMap, body: axum::body::Body) -> Result<Bytes, ApiError> {
-        self.read_body_capped(headers, body, self.max_request_bytes).await
     }
 }
 

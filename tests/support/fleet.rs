@@ -23,7 +23,8 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// The binary with a clean environment: `DATABASE_URL`, files in `dir`, quiet logs, and `env`.
+/// The binary with a clean environment: `DATABASE_URL`, files in `dir`, quiet logs, no rate
+/// limit (load from one address is the point here), and `env`.
 pub fn command(binary: &Path, dir: &Path, url: &str, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(binary);
     cmd.current_dir(dir)
@@ -31,7 +32,8 @@ pub fn command(binary: &Path, dir: &Path, url: &str, env: &[(&str, &str)]) -> Co
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", url)
         .env("SWARM_OUTBOX_DIR", dir.join("outbox"))
-        .env("SWARM_LOG", "warn");
+        .env("SWARM_LOG", "warn")
+        .env("SWARM_INBOUND_RATE_PER_SEC", "0");
     for (k, v) in env {
         cmd.env(k, v);
     }
