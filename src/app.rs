@@ -61,6 +61,15 @@ impl App {
             settings.from_address.clone(),
             orchestrator.default_workflow(),
         );
+        if let Some(w) = &settings.list_mail_workflow
+            && !orchestrator.workflow_names().contains(w)
+        {
+            anyhow::bail!(
+                "SWARM_LIST_MAIL_WORKFLOW={w:?} is not a workflow; known: {}",
+                orchestrator.workflow_names().join(", ")
+            );
+        }
+        let intake = intake.with_list_workflow(settings.list_mail_workflow.clone());
         let outbox = Outbox::new(store.clone(), transport, owner.clone(), settings.lease);
         let intake = Arc::new(intake);
         let imap = settings

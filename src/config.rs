@@ -289,6 +289,8 @@ pub struct Settings {
     /// IMAP intake, one entry per mailbox of `IMAP_MAILBOX` (empty unless `IMAP_URL` is set).
     pub imap: Vec<ImapSettings>,
     pub inbound: InboundSettings,
+    /// Workflow that list and bulk mail becomes tasks of; unset ignores such mail.
+    pub list_mail_workflow: Option<String>,
 }
 
 impl Settings {
@@ -374,6 +376,7 @@ impl Settings {
             task_workers: number("SWARM_TASK_WORKERS", 2)? as usize,
             log_filter: text("SWARM_LOG", "info"),
             imap: imap_settings(&get)?,
+            list_mail_workflow: get("SWARM_LIST_MAIL_WORKFLOW"),
             inbound: InboundSettings {
                 mailgun_signing_key: get("MAILGUN_SIGNING_KEY").map(SecretString::from),
                 mailgun_tolerance: Duration::from_secs(number("MAILGUN_TIMESTAMP_TOLERANCE_SECS", 300)?),

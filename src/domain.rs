@@ -222,7 +222,13 @@ text_enum!(
 
 text_enum!(
     /// Life cycle of an outbox delivery.
-    DeliveryStatus { Pending => "pending", Sending => "sending", Delivered => "delivered", Failed => "failed" }
+    DeliveryStatus {
+        Pending => "pending",
+        Sending => "sending",
+        Delivered => "delivered",
+        Failed => "failed",
+        Bounced => "bounced",
+    }
 );
 
 text_enum!(

@@ -42,6 +42,19 @@ enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+    /// Addresses we no longer send to (hard bounces).
+    Suppression {
+        #[command(subcommand)]
+        command: SuppressionCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SuppressionCommand {
+    /// Print `ADDRESS<TAB>SINCE<TAB>REASON`, newest first.
+    List,
+    /// Send to ADDRESS again.
+    Remove { address: String },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +166,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     println!("audit log BROKEN: {e}");
                     Ok(ExitCode::FAILURE)
                 }
+            }
+        }
+        Command::Suppression { command: SuppressionCommand::List } => {
+            let store = open(&settings).await?;
+            for s in store.suppressions().await? {
+                println!("{}\t{}\t{}", s.address, s.created_at, s.reason);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Suppression { command: SuppressionCommand::Remove { address } } => {
+            let store = open(&settings).await?;
+            if store.remove_suppression(&address, "cli").await? {
+                println!("{address} removed from the suppression list");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                bail!("{address} is not on the suppression list")
             }
         }
         Command::Task { command: TaskCommand::Show { id } } => {

@@ -214,3 +214,32 @@ matrix! {
         assert!(!cli.run(&["task", "show", "99"]).status.success());
     }
 }
+
+matrix! {
+    async fn a_bounce_ingested_after_the_reply_suppresses_and_the_cli_lists_and_removes_it(db: Db) {
+        let cli = Cli::new(db).await;
+        let request = cli.write("request.eml", &fixture("action_request.eml"));
+        assert!(cli.run(&["ingest", &request]).status.success());
+        let store = cli.store().await;
+        let reply_id = store.task_deliveries(1).await.expect("deliveries").remove(0).message_id;
+        let bounce = format!(
+            "From: MAILER-DAEMON@mx.example.org\r\nSubject: failure notice\r\nMessage-ID: <b1@mx.example.org>\r\n\r\n\
+             I'm afraid I wasn't able to deliver your message to the following addresses.\r\n\r\n\
+             <anna@example.org>:\r\nRemote host said: 550 5.1.1 no mailbox here by that name\r\n\r\n\
+             --- Below this line is a copy of the message.\r\n\r\nMessage-ID: <{reply_id}>\r\nSubject: Re: x\r\n"
+        );
+        let bounce = cli.write("bounce.eml", bounce.as_bytes());
+        let out = cli.run(&["ingest", &bounce]);
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(line.contains("\tignored\t") && line.contains("hard 5.1.1"), "{line}");
+
+        let list = cli.run(&["suppression", "list"]);
+        let text = String::from_utf8_lossy(&list.stdout).into_owned();
+        assert!(text.starts_with("anna@example.org\t") && text.contains("5.1.1"), "{text}");
+        assert!(cli.run(&["suppression", "remove", "anna@example.org"]).status.success());
+        assert!(String::from_utf8_lossy(&cli.run(&["suppression", "list"]).stdout).is_empty());
+        let again = cli.run(&["suppression", "remove", "anna@example.org"]);
+        assert!(!again.status.success(), "removing an address not on the list is an error");
+        assert!(String::from_utf8_lossy(&again.stderr).contains("not on the suppression list"));
+    }
+}

@@ -32,6 +32,61 @@ fn main() {
     println!("test ingest_of_a_real_gmail_reply_writes_a_threaded_reply_into_the_outbox ... ok");
     quote_stripping_finds_the_new_text_of_every_talon_reply(&root);
     println!("test quote_stripping_finds_the_new_text_of_every_talon_reply ... ok");
+    bounces_auto_replies_and_list_mail_get_no_reply(&root);
+    println!("test bounces_auto_replies_and_list_mail_get_no_reply ... ok");
+}
+
+/// How the guard sees one message.
+fn classify(raw: &[u8], own: &swarm_director::domain::EmailAddress) -> (&'static str, String) {
+    use swarm_director::mail::guard;
+    let limits = swarm_director::config::MimeLimits::default();
+    let Ok(p) = swarm_director::mail::parse(raw, &limits) else { return ("quarantined", String::new()) };
+    if let Some(b) = &p.signals.bounce {
+        return ("bounce", format!("{} {}", b.format, b.kind()));
+    }
+    if let Err(reason) = guard::automated(&p).and_then(|()| guard::list_mail(&p)) {
+        return ("automated", reason);
+    }
+    match guard::addressing(&p, own) {
+        Ok(_) => ("ordinary", String::new()),
+        Err(reason) => ("unaddressable", reason),
+    }
+}
+
+/// Per corpus category (the index's heuristic guess), how the guard classifies each message;
+/// every bounce, auto-reply and list message must get no reply. Prints every message whose
+/// class disagrees with its category, with the reason.
+fn bounces_auto_replies_and_list_mail_get_no_reply(root: &std::path::Path) {
+    let own = swarm_director::domain::EmailAddress::parse("swarm@localhost").expect("address");
+    let index = std::fs::read_to_string(root.join("index.tsv")).expect("corpus index.tsv");
+    let mut table: BTreeMap<(String, &'static str), usize> = BTreeMap::new();
+    let mut answered = Vec::new();
+    for line in index.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (path, category) = (cols[0], cols.get(2).copied().unwrap_or(""));
+        let raw = std::fs::read(root.join(path)).expect("read");
+        let (class, reason) = classify(&raw, &own);
+        *table.entry((category.to_owned(), class)).or_default() += 1;
+        let expected = match category {
+            "bounce" => Some("bounce"),
+            "autoreply" | "list" => Some("automated"),
+            _ => None,
+        };
+        let disagrees = match expected {
+            Some(e) => class != e,
+            None => class == "bounce",
+        };
+        if disagrees {
+            eprintln!("  {category:<10} -> {class:<13} {path} {reason}");
+        }
+        if expected.is_some() && class == "ordinary" {
+            answered.push(path.to_owned());
+        }
+    }
+    for ((category, class), n) in &table {
+        eprintln!("{category:<12} {class:<13} {n}");
+    }
+    assert!(answered.is_empty(), "these would get a reply: {answered:#?}");
 }
 
 /// mailgun/talon's standard replies (Android, AOL, Apple Mail, Comcast, Gmail, Hotmail, iPhone,

@@ -58,11 +58,20 @@ pub struct Intake {
     limits: MimeLimits,
     own_address: EmailAddress,
     workflow: &'static str,
+    /// The workflow list and bulk mail goes to; `None` (the default) ignores such mail.
+    list_workflow: Option<String>,
 }
 
 impl Intake {
     pub fn new(store: Store, limits: MimeLimits, own_address: EmailAddress, workflow: &'static str) -> Self {
-        Self { store, limits, own_address, workflow }
+        Self { store, limits, own_address, workflow, list_workflow: None }
+    }
+
+    /// Lets list and bulk mail (List-Id, List-Unsubscribe, Precedence: list|bulk|junk) become
+    /// tasks of `workflow` instead of being ignored (e.g. a digest workflow).
+    pub fn with_list_workflow(mut self, workflow: Option<String>) -> Self {
+        self.list_workflow = workflow;
+        self
     }
 
     /// Stores `raw` and makes it a task, or records why not. Returns only after the commit.
@@ -88,18 +97,31 @@ impl Intake {
             None => format!("sha256:{sha256}"),
         };
         let hints = &source.hints;
-        let verdict = |p: &parse::ParsedMail| {
+        // The guard's verdict, and the workflow: list mail goes to the list workflow when one opts in.
+        let verdict = |p: &parse::ParsedMail| -> Result<(EmailAddress, &str), String> {
             if hints.requested {
-                guard::addressing(p, &self.own_address)
-            } else {
-                guard::check(p, &self.own_address)
+                return Ok((
+                    guard::addressing(p, &self.own_address)?,
+                    hints.workflow.unwrap_or(self.workflow),
+                ));
             }
+            guard::automated(p)?;
+            let workflow = match (guard::list_mail(p), &self.list_workflow) {
+                (Ok(()), _) => self.workflow,
+                (Err(_), Some(list_workflow)) => list_workflow.as_str(),
+                (Err(reason), None) => return Err(reason),
+            };
+            Ok((guard::addressing(p, &self.own_address)?, workflow))
         };
         let disposition = match parsed {
             Err(e) => Disposition::Quarantined(e.to_string()),
+            Ok(p) if p.signals.bounce.is_some() && !hints.requested => {
+                Disposition::Bounce(p.signals.bounce.unwrap_or_default())
+            }
             Ok(p) => match verdict(&p) {
                 Err(reason) => Disposition::Ignored(reason),
-                Ok(reply_to) => {
+                Ok((reply_to, workflow)) => {
+                    let workflow = workflow.to_owned();
                     let mut email = p.email;
                     if let Some(text) = hints.new_text.map(str::trim).filter(|t| !t.is_empty()) {
                         email.new_text = text.replace("\r\n", "\n");
@@ -109,7 +131,7 @@ impl Intake {
                         sender: sender.clone().unwrap_or_default(),
                         reply_to: reply_to.into(),
                         subject: email.subject.clone(),
-                        workflow: hints.workflow.unwrap_or(self.workflow).to_owned(),
+                        workflow,
                         input: serde_json::to_string(&email)?,
                     })
                 }

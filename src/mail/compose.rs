@@ -194,6 +194,25 @@ impl header::Header for AutoSubmitted {
     }
 }
 
+/// `X-Loop: <our address>`: the loop marker helpdesks and procmail recipes check; our guard
+/// refuses any mail carrying one.
+#[derive(Clone)]
+struct XLoop(String);
+
+impl header::Header for XLoop {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("X-Loop")
+    }
+
+    fn parse(value: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(value.to_owned()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
 fn crlf(text: &str) -> String {
     text.replace("\r\n", "\n").replace('\r', "\n").replace('\n', "\r\n")
 }
@@ -220,7 +239,8 @@ pub fn compose(
         .subject(reply_subject(&original.subject, task))
         .message_id(Some(message_id.bracketed()))
         .date_now()
-        .header(AutoSubmitted);
+        .header(AutoSubmitted)
+        .header(XLoop(from.as_str().to_owned()));
     if let Some(parent) = original.message_id.as_deref().and_then(MessageId::parse) {
         builder = builder.in_reply_to(parent.bracketed());
     }

@@ -1,7 +1,8 @@
 //! The guard: decides, before any task exists, whether a message may be answered at all.
 //! No reply to automated mail (RFC 3834 §2, §5), to bounces and reports (RFC 3464, RFC 6522),
-//! to list or bulk mail, or to ourselves (loops). A refused message is stored as `ignored` with the
-//! rule that matched.
+//! to list or bulk mail (RFC 2369, RFC 2919; unless a workflow opts in), or to ourselves (loops:
+//! our address, our Message-IDs, `X-Loop`). A refused message is stored as `ignored` with the rule
+//! that matched.
 
 use crate::domain::EmailAddress;
 use crate::mail::ParsedMail;
@@ -22,11 +23,25 @@ const AUTOMATED_SENDERS: &[&str] = &[
 /// the automated-mail rules, then [`addressing`].
 pub fn check(mail: &ParsedMail, own: &EmailAddress) -> Result<EmailAddress, String> {
     automated(mail)?;
+    list_mail(mail)?;
     addressing(mail, own)
 }
 
-/// Refuses automated mail: RFC 3834 auto-replies, bounces and reports, bulk and list mail, and
-/// mail from addresses only machines send from.
+/// Refuses list and bulk mail: `List-Id` (RFC 2919), `List-Unsubscribe` (RFC 2369),
+/// `Precedence: list|bulk|junk`.
+pub fn list_mail(mail: &ParsedMail) -> Result<(), String> {
+    let s = &mail.signals;
+    if let Some(p) = s.precedence.as_deref().filter(|p| ["bulk", "junk", "list"].contains(p)) {
+        return Err(format!("bulk mail: Precedence: {p}"));
+    }
+    if let Some(h) = &s.list_header {
+        return Err(format!("mailing-list or bulk mail: {h} header (RFC 2369/2919)"));
+    }
+    Ok(())
+}
+
+/// Refuses automated mail: RFC 3834 auto-replies, bounces and reports, loop markers, and mail
+/// from addresses only machines send from. List mail is [`list_mail`].
 pub fn automated(mail: &ParsedMail) -> Result<(), String> {
     let s = &mail.signals;
     let e = &mail.email;
@@ -39,14 +54,11 @@ pub fn automated(mail: &ParsedMail) -> Result<(), String> {
     if s.null_return_path {
         return Err("bounce or notification: null Return-Path <> (RFC 5321 §4.5.5)".into());
     }
-    if s.x_autoreply {
-        return Err("automated mail: X-Autoreply/X-Autorespond header".into());
+    if let Some(marker) = &s.auto_reply {
+        return Err(format!("auto-reply: {marker}"));
     }
-    if let Some(p) = s.precedence.as_deref().filter(|p| ["bulk", "junk", "list"].contains(p)) {
-        return Err(format!("bulk mail: Precedence: {p}"));
-    }
-    if s.list_id {
-        return Err("mailing-list mail: List-Id header".into());
+    if let Some(v) = &s.x_loop {
+        return Err(format!("mail loop: X-Loop: {v}"));
     }
     if let Some(from) = e.from.as_ref().and_then(|f| EmailAddress::parse(&f.address).ok()) {
         let local = from.as_str().rsplit_once('@').map_or("", |(l, _)| l).to_ascii_lowercase();
@@ -114,6 +126,11 @@ mod tests {
             ("From: ann@x.org\r\nPrecedence: bulk\r\n\r\nx", "Precedence"),
             ("From: ann@x.org\r\nList-Id: <l.x.org>\r\n\r\nx", "List-Id"),
             ("From: ann@x.org\r\nX-Autoreply: yes\r\n\r\nx", "X-Autoreply"),
+            ("From: ann@x.org\r\nX-Autorespond: yes\r\n\r\nx", "X-Autorespond"),
+            ("From: ann@x.org\r\nSubject: Automatic reply: hi\r\n\r\nx", "auto-reply subject"),
+            ("From: ann@x.org\r\nMailing-List: contact l-help@x.org\r\n\r\nx", "Mailing-List"),
+            ("From: ann@x.org\r\nList-Unsubscribe: <mailto:u@x.org>\r\n\r\nx", "List-Unsubscribe"),
+            ("From: ann@x.org\r\nX-Loop: helpdesk@x.org\r\n\r\nx", "X-Loop"),
             ("From: swarm@bot.example\r\n\r\nx", "loop"),
             ("From: ann@x.org\r\nMessage-ID: <swarm.00ff@bot.example>\r\n\r\nx", "loop"),
             ("Subject: no from\r\n\r\nx", "no valid sender"),

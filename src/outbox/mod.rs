@@ -40,6 +40,15 @@ impl Outbox {
         let Some(d) = self.store.claim_delivery(&self.owner, self.lease).await? else {
             return Ok(false);
         };
+        if let Some(s) = self.store.suppression(&d.envelope_to).await? {
+            let why = format!(
+                "not sent: {} is on the suppression list since {} ({})",
+                s.address, s.created_at, s.reason
+            );
+            warn!(delivery = d.id, "{why}");
+            self.store.delivery_failed(&d, &self.owner, &why, None).await?;
+            return Ok(true);
+        }
         match self
             .transport
             .send(d.task_id, &d.message_id, &d.envelope_from, &d.envelope_to, &d.payload)

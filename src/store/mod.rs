@@ -179,6 +179,17 @@ pub enum Disposition {
     Task(NewTask),
     Ignored(String),
     Quarantined(String),
+    /// A delivery failure report: matched to the outbox delivery it names, which is marked
+    /// bounced; a hard bounce puts the recipient on the suppression list. Stored as ignored.
+    Bounce(crate::mail::bounce::Bounce),
+}
+
+/// The outbox delivery a bounce reports on.
+#[derive(Debug, FromRow)]
+struct BouncedDelivery {
+    id: i64,
+    task_id: Option<i64>,
+    envelope_to: String,
 }
 
 #[derive(Debug)]
@@ -229,6 +240,14 @@ pub struct TaskRow {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub error: Option<String>,
+}
+
+/// An address on the suppression list.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct Suppression {
+    pub address: String,
+    pub reason: String,
+    pub created_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]
@@ -590,8 +609,29 @@ impl Store {
                 return Ok(Outcome::Replayed);
             }
         }
+        // A bounce is matched first, so the stored reason says what it bounced.
+        let mut bounced: Option<(crate::mail::bounce::Bounce, Option<BouncedDelivery>)> = None;
+        let disposition = match disposition {
+            Disposition::Bounce(b) => {
+                let delivery = self.bounced_delivery(&mut tx, &b).await?;
+                let reason = match &delivery {
+                    Some(d) => format!(
+                        "bounce ({}) of our reply to {} (delivery {}{})",
+                        b.kind(),
+                        d.envelope_to,
+                        d.id,
+                        d.task_id.map(|t| format!(", task {t}")).unwrap_or_default()
+                    ),
+                    None => format!("bounce ({}) of a message that is not one of our replies", b.kind()),
+                };
+                bounced = Some((b, delivery));
+                Disposition::Ignored(reason)
+            }
+            other => other,
+        };
         let (status, reason) = match &disposition {
             Disposition::Task(_) => (MessageStatus::Accepted, None),
+            Disposition::Bounce(_) => (MessageStatus::Ignored, Some("bounce")),
             Disposition::Ignored(r) => (MessageStatus::Ignored, Some(r.as_str())),
             Disposition::Quarantined(r) => (MessageStatus::Quarantined, Some(r.as_str())),
         };
@@ -680,9 +720,125 @@ impl Store {
                 );
                 Outcome::Quarantined { message, reason }
             }
+            // Turned into Ignored above; kept total rather than panicking.
+            Disposition::Bounce(b) => Outcome::Ignored { message, reason: format!("bounce ({})", b.kind()) },
         };
+        if let Some((bounce, Some(delivery))) = bounced {
+            self.record_bounce(&mut tx, actor, message, &bounce, &delivery, &mut events).await?;
+        }
         self.commit_audited(tx, events).await?;
         Ok(outcome)
+    }
+
+    /// The delivery a bounce names: one of ours whose Message-ID the bounce quotes, preferring
+    /// the recipient the bounce names.
+    async fn bounced_delivery(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        bounce: &crate::mail::bounce::Bounce,
+    ) -> Result<Option<BouncedDelivery>> {
+        for id in &bounce.original_message_ids {
+            let rows: Vec<BouncedDelivery> = sqlx::query_as(
+                "SELECT id, task_id, envelope_to FROM outbox WHERE message_id = $1 ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(&mut **tx)
+            .await?;
+            let preferred = rows.iter().position(|r| {
+                bounce.recipient.as_deref().is_some_and(|to| r.envelope_to.eq_ignore_ascii_case(to))
+            });
+            let mut rows = rows;
+            if let Some(i) = preferred {
+                return Ok(Some(rows.swap_remove(i)));
+            }
+            if let Some(first) = rows.into_iter().next() {
+                return Ok(Some(first));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Marks the delivery bounced and, for a hard bounce, suppresses its recipient.
+    async fn record_bounce(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        actor: &str,
+        message: MessageRowId,
+        bounce: &crate::mail::bounce::Bounce,
+        delivery: &BouncedDelivery,
+        events: &mut Vec<AuditEvent>,
+    ) -> Result<()> {
+        let text = match &bounce.diagnostic {
+            Some(d) => format!("{}: {d}", bounce.kind()),
+            None => bounce.kind(),
+        };
+        sqlx::query("UPDATE outbox SET status = 'bounced', bounce = $1 WHERE id = $2")
+            .bind(&text)
+            .bind(delivery.id)
+            .execute(&mut **tx)
+            .await?;
+        let mut event = AuditEvent::new(actor, "delivery.bounced", format!("delivery:{}", delivery.id))
+            .details(json!({"bounce": text, "message": message.0, "recipient": delivery.envelope_to}));
+        if let Some(task) = delivery.task_id {
+            event = event.task(task);
+        }
+        events.push(event);
+        if bounce.hard {
+            let address = delivery.envelope_to.to_ascii_lowercase();
+            let added = sqlx::query(
+                "INSERT INTO suppressions (address, reason, created_at, message_id) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (address) DO NOTHING",
+            )
+            .bind(&address)
+            .bind(format!("hard bounce {}", text))
+            .bind(now())
+            .bind(message.0)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            if added > 0 {
+                events.push(
+                    AuditEvent::new(actor, "suppression.added", format!("address:{address}"))
+                        .details(json!({"reason": text, "message": message.0})),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Addresses we do not send to, newest first: (address, reason, created_at).
+    pub async fn suppressions(&self) -> Result<Vec<Suppression>> {
+        Ok(sqlx::query_as(
+            "SELECT address, reason, created_at FROM suppressions ORDER BY created_at DESC, address",
+        )
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// The suppression of `address`, if any (compared in lower case).
+    pub async fn suppression(&self, address: &str) -> Result<Option<Suppression>> {
+        Ok(sqlx::query_as("SELECT address, reason, created_at FROM suppressions WHERE address = $1")
+            .bind(address.to_ascii_lowercase())
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    /// Takes `address` off the suppression list (audited). `false` when it was not on it.
+    pub async fn remove_suppression(&self, address: &str, actor: &str) -> Result<bool> {
+        let address = address.to_ascii_lowercase();
+        let mut tx = self.begin().await?;
+        let removed = sqlx::query("DELETE FROM suppressions WHERE address = $1")
+            .bind(&address)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if removed == 0 {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        let event = AuditEvent::new(actor, "suppression.removed", format!("address:{address}"));
+        self.commit_audited(tx, vec![event]).await?;
+        Ok(true)
     }
 
     /// Claims the oldest queued task, or one whose lease expired (its worker died), for `lease`.

@@ -175,7 +175,11 @@ async fn status_page(State(state): State<AppState>, headers: HeaderMap) -> Resul
         .iter()
         .map(|t| duration_text(t.started_at.as_deref(), t.finished_at.as_deref()))
         .collect();
-    state.render("status.html", json!({"overview": overview, "durations": durations}))
+    let suppressions = state.store.suppressions().await.map_err(ApiError::internal)?;
+    state.render(
+        "status.html",
+        json!({"overview": overview, "durations": durations, "suppressions": suppressions}),
+    )
 }
 
 fn parse_id(id: &str) -> Result<i64, ApiError> {
