@@ -70,7 +70,13 @@ impl App {
             );
         }
         let intake = intake.with_list_workflow(settings.list_mail_workflow.clone());
-        let outbox = Outbox::new(store.clone(), transport, owner.clone(), settings.lease);
+        let outbox = Outbox::new(
+            store.clone(),
+            transport,
+            owner.clone(),
+            settings.lease,
+            settings.retry_schedule.clone(),
+        );
         let intake = Arc::new(intake);
         let imap = settings
             .imap

@@ -242,6 +242,27 @@ pub struct InboundSettings {
     pub rate_burst: u32,
 }
 
+/// Parses `1m,5m,30m,2h,6h,24h`: durations with a unit (`s`, `m`, `h`, `d`), comma-separated.
+fn retry_schedule(text: &str) -> Result<Vec<Duration>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (number, unit) =
+                item.split_at(item.find(|c: char| !c.is_ascii_digit()).unwrap_or(item.len()));
+            let n: u64 = number.parse().with_context(|| format!("SMTP_RETRY_SCHEDULE entry {item:?}"))?;
+            let seconds = match unit {
+                "s" => n,
+                "m" => n * 60,
+                "h" => n * 3600,
+                "d" => n * 86_400,
+                _ => bail!("SMTP_RETRY_SCHEDULE entry {item:?} needs a unit: s, m, h or d"),
+            };
+            Ok(Duration::from_secs(seconds))
+        })
+        .collect()
+}
+
 /// Comma-separated secrets; empty entries ignored.
 fn secret_list(value: Option<String>) -> Vec<SecretString> {
     value
@@ -263,8 +284,18 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     /// Folder that receives replies as `.eml` files when no SMTP relay is set.
     pub outbox_dir: PathBuf,
-    /// `smtp://host:port` for plain SMTP delivery; unset means `.eml` files.
+    /// `smtp://[user:password@]host[:port]` (STARTTLS) or `smtps://...` (TLS from the start);
+    /// unset means `.eml` files.
     pub smtp_url: Option<SecretString>,
+    /// May SMTP run without TLS to a non-loopback relay that offers no STARTTLS?
+    pub smtp_allow_plaintext: bool,
+    /// PEM file of the CA certificates to trust for SMTP instead of the system's.
+    pub smtp_ca_file: Option<PathBuf>,
+    /// Longest wait for any one SMTP command.
+    pub smtp_timeout: Duration,
+    /// Waits between delivery attempts after transient failures (`SMTP_RETRY_SCHEDULE`); after
+    /// the last one the delivery fails for good.
+    pub retry_schedule: Vec<Duration>,
     /// Our address: the From of replies; its domain names our Message-IDs.
     pub from_address: EmailAddress,
     /// Reply templates; embedded copies are used for any file missing here.
@@ -361,6 +392,10 @@ impl Settings {
             http_addr,
             outbox_dir: text("SWARM_OUTBOX_DIR", "outbox").into(),
             smtp_url: get("SMTP_URL").map(SecretString::from),
+            smtp_allow_plaintext: get("SMTP_ALLOW_PLAINTEXT").is_some_and(|v| v == "true"),
+            smtp_ca_file: get("SMTP_CA_FILE").map(PathBuf::from),
+            smtp_timeout: Duration::from_secs(number("SMTP_TIMEOUT_SECS", 60)?),
+            retry_schedule: retry_schedule(&text("SMTP_RETRY_SCHEDULE", "1m,5m,30m,2h,6h,24h"))?,
             from_address,
             templates_dir: text("SWARM_TEMPLATES_DIR", "templates").into(),
             webhook_secrets,
@@ -460,6 +495,17 @@ mod tests {
         let two = with("imap://localhost", &[("IMAP_MAILBOX", "INBOX, Support")]).expect("two").imap;
         assert_eq!(two.iter().map(|m| m.mailbox.as_str()).collect::<Vec<_>>(), ["INBOX", "Support"]);
         assert!(with("imap://localhost", &[("IMAP_MAILBOX", "INBOX,INBOX")]).is_err());
+    }
+
+    #[test]
+    fn retry_schedule_has_units() {
+        let s = settings(&[]).expect("defaults");
+        let minutes: Vec<u64> = s.retry_schedule.iter().map(|d| d.as_secs() / 60).collect();
+        assert_eq!(minutes, [1, 5, 30, 120, 360, 1440]);
+        let s = settings(&[("SMTP_RETRY_SCHEDULE", "2s, 1d")]).expect("valid");
+        assert_eq!(s.retry_schedule, [Duration::from_secs(2), Duration::from_secs(86_400)]);
+        assert!(settings(&[("SMTP_RETRY_SCHEDULE", "5")]).is_err(), "a unit is required");
+        assert!(settings(&[("SMTP_RETRY_SCHEDULE", "soon")]).is_err());
     }
 
     #[test]

@@ -64,3 +64,111 @@ matrix! {
         app.stop().await;
     }
 }
+
+/// Posts `raw` and returns its task id.
+async fn task_for(app: &TestApp, raw: &[u8], id: &str) -> i64 {
+    let body: serde_json::Value = app.post_signed(raw, id).await.json().await.expect("json");
+    body["task_id"].as_i64().unwrap_or_else(|| panic!("a task: {body}"))
+}
+
+/// The Message-ID of a received copy.
+fn message_id_of(data: &[u8]) -> String {
+    MessageParser::default().parse(data).and_then(|m| m.message_id().map(str::to_owned)).expect("Message-ID")
+}
+
+matrix! {
+    async fn a_451_then_250_delivers_exactly_once_in_two_attempts(db: Db) {
+        let smtp = SmtpServer::script(vec![DataReply::Transient, DataReply::Accept]).await;
+        let app = TestApp::spawn(db, &[("SMTP_URL", &smtp.url()), ("SMTP_RETRY_SCHEDULE", "1s")]).await;
+        let task = task_for(&app, &fixture("action_request.eml"), "msg_r1").await;
+        app.wait_finished(task).await;
+        let d = &app.store.task_deliveries(task).await.expect("deliveries")[0];
+        assert_eq!((d.status.as_str(), d.attempts), ("delivered", 2));
+        let got = smtp.messages();
+        assert_eq!(got.len(), 1, "exactly one copy");
+        assert_eq!(message_id_of(&got[0].data), d.message_id);
+        app.stop().await;
+    }
+
+    async fn transient_failures_stop_after_the_schedule(db: Db) {
+        let smtp = SmtpServer::start(DataReply::Transient).await;
+        let app = TestApp::spawn(db, &[("SMTP_URL", &smtp.url()), ("SMTP_RETRY_SCHEDULE", "1s,1s")]).await;
+        let task = task_for(&app, &fixture("action_request.eml"), "msg_r2").await;
+        let d = wait_until(std::time::Duration::from_secs(10), || async {
+            app.store.task_deliveries(task).await.ok()?.into_iter().find(|d| d.status == "failed")
+        })
+        .await
+        .expect("fails for good after the schedule");
+        assert_eq!(d.attempts, 3, "the first attempt and one per schedule entry");
+        assert!(smtp.messages().is_empty());
+        app.stop().await;
+    }
+
+    async fn a_relay_that_is_down_for_a_while_gets_the_reply_when_back(db: Db) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let url = format!("smtp://127.0.0.1:{port}");
+        let app = TestApp::spawn(db, &[("SMTP_URL", &url), ("SMTP_RETRY_SCHEDULE", "1s,1s,1s,1s,1s")]).await;
+        let task = task_for(&app, &fixture("action_request.eml"), "msg_r3").await;
+        wait_until(std::time::Duration::from_secs(5), || async {
+            app.store.task_deliveries(task).await.ok()?.into_iter().find(|d| d.attempts >= 1 && d.last_error.is_some())
+        })
+        .await
+        .expect("a refused connection is recorded");
+        let smtp = SmtpServer::script_on(port, vec![DataReply::Accept]).await;
+        app.wait_finished_within(task, std::time::Duration::from_secs(10)).await;
+        let d = &app.store.task_deliveries(task).await.expect("deliveries")[0];
+        assert_eq!(d.status, "delivered");
+        assert!(d.attempts >= 2);
+        assert_eq!(smtp.messages().len(), 1);
+        app.stop().await;
+    }
+
+    async fn a_connection_lost_after_data_is_retried_under_the_same_message_id(db: Db) {
+        let smtp = SmtpServer::script(vec![DataReply::Drop, DataReply::Accept]).await;
+        let app = TestApp::spawn(db, &[("SMTP_URL", &smtp.url()), ("SMTP_RETRY_SCHEDULE", "1s")]).await;
+        let task = task_for(&app, &fixture("action_request.eml"), "msg_r4").await;
+        app.wait_finished(task).await;
+        let d = &app.store.task_deliveries(task).await.expect("deliveries")[0];
+        assert_eq!((d.status.as_str(), d.attempts), ("delivered", 2));
+        let got = smtp.messages();
+        assert_eq!(got.len(), 2, "the relay may have kept the first copy: at most one duplicate");
+        assert!(got.iter().all(|m| message_id_of(&m.data) == d.message_id), "same Message-ID");
+        let mut events: Vec<(String, String)> = Vec::new();
+        let filter = swarm_director::store::AuditFilter { task: Some(task), ..Default::default() };
+        app.store
+            .for_each_audit(&filter, |r| {
+                events.push((r.action, r.details.to_string()));
+                Ok(())
+            })
+            .await
+            .expect("audit");
+        assert!(
+            events.iter().any(|(action, details)| action == "delivery.retry" && details.contains("outcome unknown")),
+            "{events:?}"
+        );
+        app.stop().await;
+    }
+
+    async fn smtp_commands_in_a_body_stay_text(db: Db) {
+        let smtp = SmtpServer::start(DataReply::Accept).await;
+        let app = TestApp::spawn(db, &[("SMTP_URL", &smtp.url())]).await;
+        for (i, eol) in ["\r\n", "\n", "\r"].iter().enumerate() {
+            let raw = format!(
+                "From: Anna <anna@example.org>\r\nTo: swarm@localhost\r\nSubject: Smuggling {i}\r\n\
+                 Message-ID: <smuggle-{i}@example.org>\r\n\r\nPlease look at this:{eol}.{eol}MAIL FROM:<x@y>{eol}RCPT TO:<victim@example.net>{eol}DATA{eol}Thanks{eol}"
+            );
+            let task = task_for(&app, raw.as_bytes(), &format!("msg_d{i}")).await;
+            app.wait_finished(task).await;
+        }
+        let got = smtp.messages();
+        assert_eq!(got.len(), 3, "one message per reply, no smuggled transaction");
+        for m in &got {
+            assert_eq!(m.mail_from, "swarm@localhost");
+            assert_eq!(m.rcpt_to, ["anna@example.org"]);
+            let reply = MessageParser::default().parse(&m.data).expect("parses");
+            let text = reply.body_text(0).expect("text").replace("\r\n", "\n");
+            assert!(text.contains("MAIL FROM:<x@y>"), "{text}");
+        }
+        app.stop().await;
+    }
+}

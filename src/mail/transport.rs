@@ -1,11 +1,13 @@
 //! Transports that carry a finished reply: `.eml` files in an outbox folder (the embedded
-//! default) or an SMTP relay through lettre. A transport only moves bytes; the outbox decides
+//! default) or an SMTP relay through lettre (STARTTLS or implicit TLS, AUTH, pooled connections). A transport only moves bytes; the outbox decides
 //! about retries from the [`SendError`] it returns.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use secrecy::ExposeSecret;
 
@@ -34,12 +36,16 @@ pub enum Transport {
 impl Transport {
     pub fn from_settings(settings: &Settings) -> Result<Self> {
         match &settings.smtp_url {
-            Some(url) => Ok(Self::Smtp(plain_smtp(url.expose_secret())?)),
+            Some(url) => Ok(Self::Smtp(smtp_transport(url.expose_secret(), settings)?)),
             None => Ok(Self::Files(settings.outbox_dir.clone())),
         }
     }
 
     /// Sends one message; returns where it went (a file path, or the relay's reply).
+    ///
+    /// SMTP errors: a 5xx reply is permanent; a 4xx reply is transient; a lost connection or a
+    /// timeout is transient with an unknown outcome (the relay may have taken the message after
+    /// DATA), so the retry goes out under the same Message-ID.
     pub async fn send(
         &self,
         task: Option<i64>,
@@ -62,18 +68,31 @@ impl Transport {
                         response.code(),
                         response.message().collect::<Vec<_>>().join(" ")
                     )),
-                    Err(e) => Err(SendError { permanent: e.is_permanent(), message: e.to_string() }),
+                    Err(e) if e.is_permanent() => Err(SendError { permanent: true, message: e.to_string() }),
+                    Err(e) if e.is_transient() => Err(SendError::transient(e.to_string())),
+                    Err(e) => Err(SendError::transient(format!(
+                        "outcome unknown ({e}); retried with the same Message-ID"
+                    ))),
                 }
             }
         }
     }
 }
 
-/// Plain SMTP from `smtp://[user:password@]host[:port]` (port 25 by default). TLS (smtps://,
-/// STARTTLS) is not supported yet and is refused rather than silently downgraded.
-fn plain_smtp(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
-    let rest =
-        url.strip_prefix("smtp://").context("SMTP_URL must start with smtp:// (TLS is not supported yet)")?;
+/// Builds the SMTP transport from `SMTP_URL`:
+///
+/// - `smtps://[user:password@]host[:465]`: TLS from the first byte (RFC 8314 §3.3);
+/// - `smtp://[user:password@]host[:25]`: STARTTLS (RFC 3207), required unless the host is a
+///   loopback address or `SMTP_ALLOW_PLAINTEXT=true` (then used when offered).
+///
+/// Credentials are sent with AUTH PLAIN or LOGIN (RFC 4954), percent-decoded. Certificates are
+/// checked against the system's CAs, or only those in `SMTP_CA_FILE`. Connections are pooled.
+fn smtp_transport(url: &str, settings: &Settings) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
+    let (implicit_tls, rest) = match url.split_once("://") {
+        Some(("smtp", rest)) => (false, rest),
+        Some(("smtps", rest)) => (true, rest),
+        _ => anyhow::bail!("SMTP_URL must be smtp://[user:password@]host[:port] or smtps://..."),
+    };
     let rest = rest.trim_end_matches('/');
     let (credentials, host_port) = match rest.rsplit_once('@') {
         Some((c, h)) => (Some(c), h),
@@ -81,18 +100,54 @@ fn plain_smtp(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
     };
     let (host, port) = match host_port.rsplit_once(':') {
         Some((h, p)) => (h, p.parse::<u16>().context("SMTP_URL port is not a number")?),
-        None => (host_port, 25),
+        None => (host_port, if implicit_tls { 465 } else { 25 }),
     };
     anyhow::ensure!(!host.is_empty(), "SMTP_URL has no host");
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).port(port);
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let mut tls = TlsParameters::builder(host.to_owned());
+    if let Some(file) = &settings.smtp_ca_file {
+        let pem = std::fs::read(file).with_context(|| format!("SMTP_CA_FILE {}", file.display()))?;
+        tls = tls.certificate_store(CertificateStore::None).add_root_certificate(
+            Certificate::from_pem(&pem).context("SMTP_CA_FILE is not a PEM certificate")?,
+        );
+    }
+    let tls = tls.build().context("SMTP TLS settings")?;
+    let mode = if implicit_tls {
+        Tls::Wrapper(tls)
+    } else if loopback || settings.smtp_allow_plaintext {
+        Tls::Opportunistic(tls)
+    } else {
+        Tls::Required(tls)
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(port)
+        .tls(mode)
+        .timeout(Some(settings.smtp_timeout));
     if let Some(c) = credentials {
         let (user, password) = c.split_once(':').context("SMTP_URL credentials must be user:password")?;
-        builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
-            user.into(),
-            password.into(),
-        ));
+        let decode =
+            |s: &str| percent_decode(s).context("SMTP_URL credentials are not valid percent-encoding");
+        builder = builder.credentials(Credentials::new(decode(user)?, decode(password)?));
     }
     Ok(builder.build())
+}
+
+/// `%XX` decoding of URL userinfo (RFC 3986 §2.1).
+fn percent_decode(s: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).context("truncated %-escape")?;
+            out.push(u8::from_str_radix(hex, 16).context("bad %-escape")?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(String::from_utf8(out)?)
 }
 
 async fn write_file(

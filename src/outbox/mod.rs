@@ -1,6 +1,7 @@
 //! The outbox worker: delivers queued replies through the configured transport, under a lease,
-//! with the reply's Message-ID unchanged across retries. Transient failures are retried with
-//! exponential backoff and jitter; permanent ones fail at once. Every outcome is audited.
+//! with the reply's Message-ID unchanged across retries. Transient failures are retried on the
+//! `SMTP_RETRY_SCHEDULE` (default 1m, 5m, 30m, 2h, 6h, 24h, with jitter) and then fail; permanent
+//! ones fail at once. Replies to suppressed addresses are not sent. Every outcome is audited.
 
 use std::time::Duration;
 
@@ -12,15 +13,12 @@ use tracing::{info, warn};
 use crate::mail::transport::Transport;
 use crate::store::Store;
 
-/// Attempts before a transiently failing delivery is given up.
-pub const MAX_ATTEMPTS: i64 = 6;
-
-/// Delay before retry number `attempt` (1-based): 1 min × 5^(attempt-1), at most 6 h, ±20 % jitter.
-pub fn backoff(attempt: i64) -> Duration {
-    let base = 60.0 * 5f64.powi((attempt.max(1) - 1).min(10) as i32);
-    let capped = base.min(6.0 * 3600.0);
+/// The wait after failed attempt number `attempt` (1-based): the schedule's entry, ±20 % jitter
+/// so deliveries that failed together do not retry together. `None` once the schedule is used up.
+pub fn backoff(schedule: &[Duration], attempt: i64) -> Option<Duration> {
+    let base = schedule.get(usize::try_from(attempt.max(1) - 1).ok()?)?;
     let jitter = rand::rng().random_range(0.8..1.2);
-    Duration::from_secs_f64(capped * jitter)
+    Some(base.mul_f64(jitter))
 }
 
 pub struct Outbox {
@@ -28,11 +26,19 @@ pub struct Outbox {
     transport: Transport,
     owner: String,
     lease: Duration,
+    /// Waits between attempts after transient failures (`SMTP_RETRY_SCHEDULE`).
+    schedule: Vec<Duration>,
 }
 
 impl Outbox {
-    pub fn new(store: Store, transport: Transport, owner: String, lease: Duration) -> Self {
-        Self { store, transport, owner, lease }
+    pub fn new(
+        store: Store,
+        transport: Transport,
+        owner: String,
+        lease: Duration,
+        schedule: Vec<Duration>,
+    ) -> Self {
+        Self { store, transport, owner, lease, schedule }
     }
 
     /// Claims and attempts the next due delivery. `Ok(false)` when none is due.
@@ -58,16 +64,17 @@ impl Outbox {
                 info!(delivery = d.id, message_id = %d.message_id, %location, "delivered");
                 self.store.delivery_succeeded(&d, &self.owner, &location).await?;
             }
-            Err(e) if e.permanent || d.attempts >= MAX_ATTEMPTS => {
-                warn!(delivery = d.id, error = %e, "delivery failed for good");
-                self.store.delivery_failed(&d, &self.owner, &e.message, None).await?;
-            }
-            Err(e) => {
-                let retry_at =
-                    Utc::now() + chrono::Duration::from_std(backoff(d.attempts)).unwrap_or_default();
-                warn!(delivery = d.id, error = %e, %retry_at, "delivery failed, will retry");
-                self.store.delivery_failed(&d, &self.owner, &e.message, Some(retry_at)).await?;
-            }
+            Err(e) => match backoff(&self.schedule, d.attempts).filter(|_| !e.permanent) {
+                None => {
+                    warn!(delivery = d.id, attempts = d.attempts, error = %e, "delivery failed for good");
+                    self.store.delivery_failed(&d, &self.owner, &e.message, None).await?;
+                }
+                Some(wait) => {
+                    let retry_at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                    warn!(delivery = d.id, error = %e, %retry_at, "delivery failed, will retry");
+                    self.store.delivery_failed(&d, &self.owner, &e.message, Some(retry_at)).await?;
+                }
+            },
         }
         Ok(true)
     }
@@ -76,12 +83,15 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::backoff;
+    use std::time::Duration;
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        let first = backoff(1).as_secs_f64();
+    fn backoff_follows_the_schedule_then_stops() {
+        let schedule = [Duration::from_secs(60), Duration::from_secs(300)];
+        let first = backoff(&schedule, 1).expect("first retry").as_secs_f64();
         assert!((48.0..=72.0).contains(&first), "{first}");
-        assert!(backoff(3).as_secs_f64() >= 0.8 * 1500.0);
-        assert!(backoff(20).as_secs_f64() <= 1.2 * 6.0 * 3600.0);
+        let second = backoff(&schedule, 2).expect("second retry").as_secs_f64();
+        assert!((240.0..=360.0).contains(&second), "{second}");
+        assert_eq!(backoff(&schedule, 3), None, "schedule used up: fail for good");
     }
 }

@@ -171,10 +171,16 @@ impl TestApp {
 
     /// Waits (5 s at most) until the task is done or failed and its reply is no longer pending.
     pub async fn wait_finished(&self, task: i64) -> TaskStatus {
-        wait_until(Duration::from_secs(5), || async {
+        self.wait_finished_within(task, Duration::from_secs(5)).await
+    }
+
+    /// [`Self::wait_finished`] with another deadline.
+    pub async fn wait_finished_within(&self, task: i64, deadline: Duration) -> TaskStatus {
+        wait_until(deadline, || async {
             let status = self.store.task_status(swarm_director::domain::TaskId(task)).await.ok().flatten()?;
             let deliveries = self.store.task_deliveries(task).await.ok()?;
-            let settled = deliveries.iter().all(|d| d.status == "delivered" || d.status == "failed");
+            let settled =
+                deliveries.iter().all(|d| ["delivered", "failed", "bounced"].contains(&d.status.as_str()));
             match status {
                 TaskStatus::Done if !deliveries.is_empty() && settled => Some(status),
                 TaskStatus::Failed => Some(status),
@@ -217,6 +223,11 @@ pub enum DataReply {
     Transient,
     /// 550: rejected for good.
     Reject,
+    /// Takes the data, then closes the connection without a reply: the sender cannot know
+    /// whether the message was accepted (it is counted as received here).
+    Drop,
+    /// Takes the data and never replies (the sender times out or is killed meanwhile).
+    Hang,
 }
 
 /// One message received by [`SmtpServer`].
@@ -235,15 +246,32 @@ pub struct SmtpServer {
 
 impl SmtpServer {
     pub async fn start(reply: DataReply) -> Self {
+        Self::script(vec![reply]).await
+    }
+
+    /// Answers the n-th DATA (over all connections) with `replies[n]`, the last one thereafter.
+    pub async fn script(replies: Vec<DataReply>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
+        Self::serve(listener, replies)
+    }
+
+    /// Like [`Self::script`] on a given port (a server that comes up late).
+    pub async fn script_on(port: u16, replies: Vec<DataReply>) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind smtp");
+        Self::serve(listener, replies)
+    }
+
+    fn serve(listener: TcpListener, replies: Vec<DataReply>) -> Self {
         let port = listener.local_addr().expect("addr").port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let store = received.clone();
+        let script = Arc::new((replies, std::sync::atomic::AtomicUsize::new(0)));
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 let store = store.clone();
+                let script = script.clone();
                 tokio::spawn(async move {
-                    let _ = session(socket, reply, store).await;
+                    let _ = session(socket, script, store).await;
                 });
             }
         });
@@ -261,7 +289,7 @@ impl SmtpServer {
 
 async fn session(
     socket: tokio::net::TcpStream,
-    reply: DataReply,
+    script: Arc<(Vec<DataReply>, std::sync::atomic::AtomicUsize)>,
     store: Arc<Mutex<Vec<Received>>>,
 ) -> std::io::Result<()> {
     let (read, mut write) = socket.into_split();
@@ -300,13 +328,25 @@ async fn session(
                 let l = if l.starts_with(b"..") { l[1..].to_vec() } else { l };
                 data.extend_from_slice(&l);
             }
+            let n = script.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let reply = script.0.get(n).or(script.0.last()).copied().unwrap_or(DataReply::Accept);
+            let keep = |data: Vec<u8>| {
+                let mut kept = current.clone();
+                kept.data = data;
+                store.lock().expect("lock").push(kept);
+            };
             match reply {
+                DataReply::Drop => {
+                    keep(data);
+                    return Ok(());
+                }
+                DataReply::Hang => {
+                    keep(data);
+                    std::future::pending::<()>().await;
+                }
                 DataReply::Accept => {
-                    current.data = data;
-                    store.lock().expect("lock").push(std::mem::replace(
-                        &mut current,
-                        Received { mail_from: String::new(), rcpt_to: vec![], data: vec![] },
-                    ));
+                    keep(data);
+                    current = Received { mail_from: String::new(), rcpt_to: vec![], data: vec![] };
                     write.write_all(b"250 2.0.0 queued as 42\r\n").await?;
                 }
                 DataReply::Transient => write.write_all(b"451 4.3.0 try again later\r\n").await?,
