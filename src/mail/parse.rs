@@ -105,7 +105,16 @@ pub enum ParseError {
     TooDeep { limit: usize },
     #[error("more than {limit} MIME parts ({parts})")]
     TooManyParts { parts: usize, limit: usize },
+    #[error("more than {limit} enclosed messages (message/rfc822 or message/global)")]
+    TooManyEnclosed { limit: usize },
 }
+
+/// Most `message/rfc822` / `message/global` mentions a message may hold. mail-parser nests each
+/// enclosed message inside the last without limit, and dropping that structure recurses once per
+/// level: a few MB of enclosed messages would overflow the stack and abort the process. Counted
+/// in the raw bytes (text mentioning the type counts too: a false alarm quarantines, it never
+/// crashes).
+pub const MAX_ENCLOSED: usize = 256;
 
 /// Parses raw bytes under `limits`.
 pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<ParsedMail, ParseError> {
@@ -114,6 +123,9 @@ pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<ParsedMail, ParseError> 
     }
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(ParseError::Empty);
+    }
+    if enclosed_mentions(raw) > MAX_ENCLOSED {
+        return Err(ParseError::TooManyEnclosed { limit: MAX_ENCLOSED });
     }
     let normalized = normalize(raw);
     let message = MessageParser::default().parse(normalized.as_ref()).ok_or(ParseError::NoHeaders)?;
@@ -126,6 +138,19 @@ pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<ParsedMail, ParseError> 
     }
     check_shape(&message, limits)?;
     Ok(ParsedMail { email: to_inbound(&message), signals: signals(&message) })
+}
+
+/// Case-insensitive count of `message/rfc822` and `message/global` in `raw`.
+fn enclosed_mentions(raw: &[u8]) -> usize {
+    raw.windows(8)
+        .enumerate()
+        .filter(|(_, w)| w.eq_ignore_ascii_case(b"message/"))
+        .filter(|(i, _)| {
+            let rest = &raw[i + 8..];
+            rest.len() >= 6
+                && (rest[..6].eq_ignore_ascii_case(b"rfc822") || rest[..6].eq_ignore_ascii_case(b"global"))
+        })
+        .count()
 }
 
 /// Repairs what real mail stores get wrong before parsing (the stored raw bytes stay as received):
@@ -472,6 +497,45 @@ mod tests {
         let few = MimeLimits { max_parts: 20, ..limits() };
         assert!(matches!(parse(raw.as_bytes(), &few), Err(ParseError::TooManyParts { .. })));
         assert!(parse(raw.as_bytes(), &limits()).is_ok());
+    }
+
+    #[test]
+    fn hostile_shapes_at_full_size_are_quarantined_not_parsed_forever() {
+        // 3 MB of multiparts nested inside each other, and of enclosed messages inside each other.
+        let mut nested = String::from("From: a@x.org\r\n");
+        let mut i = 0;
+        while nested.len() < 3 * 1024 * 1024 {
+            nested.push_str(&format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n"));
+            i += 1;
+        }
+        let verdict = parse(nested.as_bytes(), &limits()).map(|p| p.email.subject);
+        assert!(
+            matches!(verdict, Err(ParseError::TooDeep { .. } | ParseError::TooManyParts { .. })),
+            "{verdict:?}"
+        );
+        let mut enclosed = String::from("From: a@x.org\r\n");
+        while enclosed.len() < 3 * 1024 * 1024 {
+            enclosed.push_str("Content-Type: message/rfc822\r\n\r\nFrom: b@x.org\r\n");
+        }
+        // mail-parser nests these without limit (and dropping them recursed out of the stack).
+        assert_eq!(
+            parse(enclosed.as_bytes(), &limits()).map(|_| ()),
+            Err(ParseError::TooManyEnclosed { limit: 256 })
+        );
+        let mut deepest_allowed = String::from("From: a@x.org\r\n");
+        for _ in 0..MAX_ENCLOSED {
+            deepest_allowed.push_str("Content-Type: message/rfc822\r\n\r\nFrom: b@x.org\r\n");
+        }
+        // Just under the count: parsed and dropped within the stack, then refused for its depth.
+        let verdict = parse(deepest_allowed.as_bytes(), &limits()).map(|_| ());
+        assert!(matches!(verdict, Err(ParseError::TooDeep { .. })), "{verdict:?}");
+        // 20,000 parts.
+        let mut many = String::from("From: a@x.org\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n");
+        for i in 0..20_000 {
+            many.push_str(&format!("--b\r\nContent-Type: text/plain\r\n\r\n{i}\r\n"));
+        }
+        many.push_str("--b--\r\n");
+        assert!(matches!(parse(many.as_bytes(), &limits()), Err(ParseError::TooManyParts { .. })));
     }
 
     #[test]
