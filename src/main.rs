@@ -42,11 +42,29 @@ enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+    /// Messages that could not be parsed, kept with their raw bytes and the reason.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
     /// Addresses we no longer send to (hard bounces).
     Suppression {
         #[command(subcommand)]
         command: SuppressionCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// Print `ID<TAB>RECEIVED<TAB>SOURCE<TAB>BYTES<TAB>REASON`, newest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Print the message's details, a blank line, then its raw bytes exactly as received.
+    Show { id: i64 },
+    /// Parse it again with today's limits and code: it becomes a task (or is ignored) if it now can.
+    Reprocess { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -167,6 +185,41 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Quarantine { command: QuarantineCommand::List { limit } } => {
+            let store = open(&settings).await?;
+            for m in store.quarantined(limit).await? {
+                let reason = m.reason.unwrap_or_default();
+                println!("{}\t{}\t{}\t{}\t{reason}", m.id, m.received_at, m.source, m.size_bytes);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quarantine { command: QuarantineCommand::Show { id } } => {
+            let store = open(&settings).await?;
+            let m = store.message(id).await?.with_context(|| format!("no message {id}"))?;
+            let raw = store.message_raw(id).await?.unwrap_or_default();
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "message: {}\nstatus: {}\nreceived: {}\nsource: {}",
+                m.id, m.status, m.received_at, m.source
+            )?;
+            writeln!(
+                out,
+                "reason: {}\nbytes: {}\nsha256: {}\n",
+                m.reason.unwrap_or_default(),
+                m.size_bytes,
+                m.sha256
+            )?;
+            out.write_all(&raw)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quarantine { command: QuarantineCommand::Reprocess { id } } => {
+            let app = App::build(settings).await?;
+            let outcome = app.intake.reprocess(id).await?;
+            app.drain().await?;
+            println!("message {id}\t{}\t{}", outcome.word(), details(&app.store, &outcome).await?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Suppression { command: SuppressionCommand::List } => {
             let store = open(&settings).await?;

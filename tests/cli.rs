@@ -28,6 +28,10 @@ impl Cli {
     }
 
     fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, &[])
+    }
+
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_swarm-director"))
             .args(args)
             .current_dir(self.path())
@@ -36,6 +40,7 @@ impl Cli {
             .env("DATABASE_URL", &self.url)
             .env("SWARM_OUTBOX_DIR", self.path().join("outbox"))
             .env("SWARM_LOG", "warn")
+            .envs(env.iter().copied())
             .output()
             .expect("binary runs")
     }
@@ -241,5 +246,33 @@ matrix! {
         let again = cli.run(&["suppression", "remove", "anna@example.org"]);
         assert!(!again.status.success(), "removing an address not on the list is an error");
         assert!(String::from_utf8_lossy(&again.stderr).contains("not on the suppression list"));
+    }
+}
+
+matrix! {
+    async fn quarantined_mail_is_listed_shown_and_reprocessed_once_the_limit_allows_it(db: Db) {
+        let cli = Cli::new(db).await;
+        let raw = fixture("action_request.eml");
+        let path = cli.write("big.eml", &raw);
+        let out = cli.run_with(&["ingest", &path], &[("SWARM_MAX_MESSAGE_BYTES", "300")]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\tquarantined\t"), "{out:?}");
+
+        let list = String::from_utf8_lossy(&cli.run(&["quarantine", "list"]).stdout).into_owned();
+        assert!(list.starts_with("1\t") && list.contains("over the limit of 300 bytes"), "{list}");
+        let shown = cli.run(&["quarantine", "show", "1"]).stdout;
+        let at = shown.windows(2).position(|w| w == b"\n\n").expect("blank line") + 2;
+        assert_eq!(&shown[at..], &raw[..], "the raw bytes exactly as received");
+
+        let out = cli.run(&["quarantine", "reprocess", "1"]);
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(line.starts_with("message 1\ttask\t") && line.contains("status=done"), "{line} {out:?}");
+        let store = cli.store().await;
+        assert_eq!(store.message(1).await.expect("query").expect("row").status, "accepted");
+        assert_eq!(store.task_deliveries(1).await.expect("deliveries")[0].status, "delivered");
+        let again = cli.run(&["quarantine", "reprocess", "1"]);
+        assert!(!again.status.success());
+        assert!(String::from_utf8_lossy(&again.stderr).contains("not quarantined"), "{again:?}");
+        assert!(String::from_utf8_lossy(&cli.run(&["quarantine", "list"]).stdout).is_empty());
+        assert!(cli.run(&["audit", "verify"]).status.success());
     }
 }

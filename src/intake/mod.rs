@@ -9,7 +9,7 @@ pub mod webhook;
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
@@ -96,47 +96,7 @@ impl Intake {
             Some(id) => format!("mid:{id}"),
             None => format!("sha256:{sha256}"),
         };
-        let hints = &source.hints;
-        // The guard's verdict, and the workflow: list mail goes to the list workflow when one opts in.
-        let verdict = |p: &parse::ParsedMail| -> Result<(EmailAddress, &str), String> {
-            if hints.requested {
-                return Ok((
-                    guard::addressing(p, &self.own_address)?,
-                    hints.workflow.unwrap_or(self.workflow),
-                ));
-            }
-            guard::automated(p)?;
-            let workflow = match (guard::list_mail(p), &self.list_workflow) {
-                (Ok(()), _) => self.workflow,
-                (Err(_), Some(list_workflow)) => list_workflow.as_str(),
-                (Err(reason), None) => return Err(reason),
-            };
-            Ok((guard::addressing(p, &self.own_address)?, workflow))
-        };
-        let disposition = match parsed {
-            Err(e) => Disposition::Quarantined(e.to_string()),
-            Ok(p) if p.signals.bounce.is_some() && !hints.requested => {
-                Disposition::Bounce(p.signals.bounce.unwrap_or_default())
-            }
-            Ok(p) => match verdict(&p) {
-                Err(reason) => Disposition::Ignored(reason),
-                Ok((reply_to, workflow)) => {
-                    let workflow = workflow.to_owned();
-                    let mut email = p.email;
-                    if let Some(text) = hints.new_text.map(str::trim).filter(|t| !t.is_empty()) {
-                        email.new_text = text.replace("\r\n", "\n");
-                    }
-                    email.metadata = hints.metadata.cloned();
-                    Disposition::Task(NewTask {
-                        sender: sender.clone().unwrap_or_default(),
-                        reply_to: reply_to.into(),
-                        subject: email.subject.clone(),
-                        workflow,
-                        input: serde_json::to_string(&email)?,
-                    })
-                }
-            },
-        };
+        let disposition = self.decide(parsed, &source.hints, sender.clone())?;
         let nonce = source.nonce.map(|(nonce, keep_for)| Nonce { source: source.name, nonce, keep_for });
         let outcome = self
             .store
@@ -157,6 +117,87 @@ impl Intake {
             )
             .await?;
         info!(outcome = outcome.word(), "message accepted");
+        Ok(outcome)
+    }
+
+    /// The fate of a parsed message: quarantined (it did not parse), a bounce, ignored by the
+    /// guard, or a task of the right workflow.
+    fn decide(
+        &self,
+        parsed: Result<parse::ParsedMail, parse::ParseError>,
+        hints: &Hints<'_>,
+        sender: Option<String>,
+    ) -> Result<Disposition> {
+        // The guard's verdict, and the workflow: list mail goes to the list workflow when one opts in.
+        let verdict = |p: &parse::ParsedMail| -> Result<(EmailAddress, &str), String> {
+            if hints.requested {
+                return Ok((
+                    guard::addressing(p, &self.own_address)?,
+                    hints.workflow.unwrap_or(self.workflow),
+                ));
+            }
+            guard::automated(p)?;
+            let workflow = match (guard::list_mail(p), &self.list_workflow) {
+                (Ok(()), _) => self.workflow,
+                (Err(_), Some(list_workflow)) => list_workflow.as_str(),
+                (Err(reason), None) => return Err(reason),
+            };
+            Ok((guard::addressing(p, &self.own_address)?, workflow))
+        };
+        Ok(match parsed {
+            Err(e) => Disposition::Quarantined(e.to_string()),
+            Ok(p) if p.signals.bounce.is_some() && !hints.requested => {
+                Disposition::Bounce(p.signals.bounce.unwrap_or_default())
+            }
+            Ok(p) => match verdict(&p) {
+                Err(reason) => Disposition::Ignored(reason),
+                Ok((reply_to, workflow)) => {
+                    let workflow = workflow.to_owned();
+                    let mut email = p.email;
+                    if let Some(text) = hints.new_text.map(str::trim).filter(|t| !t.is_empty()) {
+                        email.new_text = text.replace("\r\n", "\n");
+                    }
+                    email.metadata = hints.metadata.cloned();
+                    Disposition::Task(NewTask {
+                        sender: sender.unwrap_or_default(),
+                        reply_to: reply_to.into(),
+                        subject: email.subject.clone(),
+                        workflow,
+                        input: serde_json::to_string(&email)?,
+                    })
+                }
+            },
+        })
+    }
+
+    /// Parses a quarantined message again (with today's limits and code) and gives it its new
+    /// fate; see [`Store::reprocess_message`].
+    pub async fn reprocess(&self, id: i64) -> Result<Outcome> {
+        let raw = self.store.message_raw(id).await?.with_context(|| format!("no message {id}"))?;
+        anyhow::ensure!(!raw.is_empty(), "message {id} was never downloaded (left at its source)");
+        let limits = self.limits;
+        let parsed = tokio::task::spawn_blocking(move || parse(&raw, &limits)).await?;
+        let (message_id, sender, subject) = match &parsed {
+            Ok(p) => (
+                p.email.message_id.clone(),
+                p.email.from.as_ref().map(|f| f.address.clone()),
+                Some(p.email.subject.clone()),
+            ),
+            Err(_) => (None, None, None),
+        };
+        let disposition = self.decide(parsed, &Hints::default(), sender.clone())?;
+        let outcome = self
+            .store
+            .reprocess_message(
+                "cli",
+                id,
+                message_id.as_deref(),
+                sender.as_deref(),
+                subject.as_deref(),
+                disposition,
+            )
+            .await?;
+        info!(message = id, outcome = outcome.word(), "quarantined message reprocessed");
         Ok(outcome)
     }
 

@@ -610,25 +610,7 @@ impl Store {
             }
         }
         // A bounce is matched first, so the stored reason says what it bounced.
-        let mut bounced: Option<(crate::mail::bounce::Bounce, Option<BouncedDelivery>)> = None;
-        let disposition = match disposition {
-            Disposition::Bounce(b) => {
-                let delivery = self.bounced_delivery(&mut tx, &b).await?;
-                let reason = match &delivery {
-                    Some(d) => format!(
-                        "bounce ({}) of our reply to {} (delivery {}{})",
-                        b.kind(),
-                        d.envelope_to,
-                        d.id,
-                        d.task_id.map(|t| format!(", task {t}")).unwrap_or_default()
-                    ),
-                    None => format!("bounce ({}) of a message that is not one of our replies", b.kind()),
-                };
-                bounced = Some((b, delivery));
-                Disposition::Ignored(reason)
-            }
-            other => other,
-        };
+        let (disposition, bounced) = self.resolve_bounce(&mut tx, disposition).await?;
         let (status, reason) = match &disposition {
             Disposition::Task(_) => (MessageStatus::Accepted, None),
             Disposition::Bounce(_) => (MessageStatus::Ignored, Some("bounce")),
@@ -683,6 +665,131 @@ impl Store {
                 "size_bytes": msg.raw.len(),
             }))];
         let message = MessageRowId(message);
+        let outcome =
+            self.apply_disposition(&mut tx, actor, message, disposition, bounced, &now, &mut events).await?;
+        self.commit_audited(tx, events).await?;
+        Ok(outcome)
+    }
+
+    /// Quarantined messages, newest first (at most `limit`).
+    pub async fn quarantined(&self, limit: i64) -> Result<Vec<MessageRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, received_at, source, source_key, message_id, sha256, size_bytes, status, reason,
+                    sender, subject
+             FROM messages WHERE status = 'quarantined' ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// Gives a quarantined message a new fate after it was parsed again (with today's limits and
+    /// code): its row takes the new status, and a task is created when it now deserves one, all in
+    /// one audited transaction. A message whose Message-ID another message already has becomes a
+    /// duplicate of that one. Errors when the message is not quarantined.
+    pub async fn reprocess_message(
+        &self,
+        actor: &str,
+        id: i64,
+        message_id: Option<&str>,
+        sender: Option<&str>,
+        subject: Option<&str>,
+        disposition: Disposition,
+    ) -> Result<Outcome> {
+        let now = now();
+        let mut tx = self.begin().await?;
+        let old: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT status, reason FROM messages WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((status, old_reason)) = old else { anyhow::bail!("no message {id}") };
+        anyhow::ensure!(
+            status == MessageStatus::Quarantined.as_str(),
+            "message {id} is {status}, not quarantined"
+        );
+        let first: Option<i64> = match message_id {
+            Some(mid) => {
+                sqlx::query_scalar(
+                    "SELECT id FROM messages WHERE message_id = $1 AND id <> $2 ORDER BY id LIMIT 1",
+                )
+                .bind(mid)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+            None => None,
+        };
+        let disposition = match first {
+            Some(first) => Disposition::Ignored(format!("duplicate of message {first} (same Message-ID)")),
+            None => disposition,
+        };
+        let (disposition, bounced) = self.resolve_bounce(&mut tx, disposition).await?;
+        let (status, reason) = match &disposition {
+            Disposition::Task(_) => (MessageStatus::Accepted, None),
+            Disposition::Bounce(_) => (MessageStatus::Ignored, Some("bounce")),
+            Disposition::Ignored(r) => (MessageStatus::Ignored, Some(r.as_str())),
+            Disposition::Quarantined(r) => (MessageStatus::Quarantined, Some(r.as_str())),
+        };
+        sqlx::query(
+            "UPDATE messages SET status = $1, reason = $2, message_id = COALESCE($3, message_id),
+                                 sender = COALESCE($4, sender), subject = COALESCE($5, subject)
+             WHERE id = $6",
+        )
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(message_id)
+        .bind(sender)
+        .bind(subject)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let mut events = vec![
+            AuditEvent::new(actor, "message.reprocessed", format!("message:{id}"))
+                .details(json!({"was": old_reason, "now": status.as_str()})),
+        ];
+        let outcome = self
+            .apply_disposition(&mut tx, actor, MessageRowId(id), disposition, bounced, &now, &mut events)
+            .await?;
+        self.commit_audited(tx, events).await?;
+        Ok(outcome)
+    }
+
+    /// Matches a bounce to the delivery it reports on and turns it into `Ignored` with a reason
+    /// that says what it bounced.
+    async fn resolve_bounce(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        disposition: Disposition,
+    ) -> Result<(Disposition, Option<(crate::mail::bounce::Bounce, Option<BouncedDelivery>)>)> {
+        let Disposition::Bounce(b) = disposition else { return Ok((disposition, None)) };
+        let delivery = self.bounced_delivery(tx, &b).await?;
+        let reason = match &delivery {
+            Some(d) => format!(
+                "bounce ({}) of our reply to {} (delivery {}{})",
+                b.kind(),
+                d.envelope_to,
+                d.id,
+                d.task_id.map(|t| format!(", task {t}")).unwrap_or_default()
+            ),
+            None => format!("bounce ({}) of a message that is not one of our replies", b.kind()),
+        };
+        Ok((Disposition::Ignored(reason), Some((b, delivery))))
+    }
+
+    /// Carries out a stored message's fate: creates its task, or records why not; applies a
+    /// matched bounce. Pushes the audit events.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_disposition(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        actor: &str,
+        message: MessageRowId,
+        disposition: Disposition,
+        bounced: Option<(crate::mail::bounce::Bounce, Option<BouncedDelivery>)>,
+        now: &str,
+        events: &mut Vec<AuditEvent>,
+    ) -> Result<Outcome> {
         let outcome = match disposition {
             Disposition::Task(t) => {
                 let task: i64 = sqlx::query_scalar(
@@ -692,14 +799,14 @@ impl Store {
                      RETURNING id",
                 )
                 .bind(message.0)
-                .bind(&now)
-                .bind(&now)
+                .bind(now)
+                .bind(now)
                 .bind(&t.sender)
                 .bind(&t.reply_to)
                 .bind(&t.subject)
                 .bind(&t.workflow)
                 .bind(&t.input)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?;
                 events.push(AuditEvent::new(actor, "task.created", format!("task:{task}")).task(task).details(
                     json!({"message": message.0, "workflow": t.workflow, "sender": t.sender, "subject": t.subject}),
@@ -724,9 +831,8 @@ impl Store {
             Disposition::Bounce(b) => Outcome::Ignored { message, reason: format!("bounce ({})", b.kind()) },
         };
         if let Some((bounce, Some(delivery))) = bounced {
-            self.record_bounce(&mut tx, actor, message, &bounce, &delivery, &mut events).await?;
+            self.record_bounce(tx, actor, message, &bounce, &delivery, events).await?;
         }
-        self.commit_audited(tx, events).await?;
         Ok(outcome)
     }
 
