@@ -76,6 +76,10 @@ impl App {
             owner.clone(),
             settings.lease,
             settings.retry_schedule.clone(),
+            crate::outbox::Caps {
+                per_thread: settings.cap_per_thread,
+                per_recipient: settings.cap_per_recipient,
+            },
         );
         let intake = Arc::new(intake);
         let imap = settings

@@ -263,6 +263,27 @@ fn retry_schedule(text: &str) -> Result<Vec<Duration>> {
         .collect()
 }
 
+/// A reply cap: `count` replies within `window`; beyond it replies are held, not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyCap {
+    pub count: u32,
+    pub window: Duration,
+}
+
+/// Parses `10/10m` (count / window with a unit s, m, h, d); `0` or `off` turns the cap off.
+fn reply_cap(key: &str, text: &str) -> Result<Option<ReplyCap>> {
+    if text == "0" || text == "off" {
+        return Ok(None);
+    }
+    let (count, window) =
+        text.split_once('/').with_context(|| format!("{key}={text:?} must look like 10/10m"))?;
+    let count: u32 =
+        count.trim().parse().with_context(|| format!("{key}={text:?}: count is not a number"))?;
+    let window = retry_schedule(window).with_context(|| format!("{key}={text:?}: window"))?;
+    anyhow::ensure!(window.len() == 1, "{key}={text:?} must look like 10/10m");
+    Ok(Some(ReplyCap { count, window: window[0] }))
+}
+
 /// Comma-separated secrets; empty entries ignored.
 fn secret_list(value: Option<String>) -> Vec<SecretString> {
     value
@@ -296,6 +317,10 @@ pub struct Settings {
     /// Waits between delivery attempts after transient failures (`SMTP_RETRY_SCHEDULE`); after
     /// the last one the delivery fails for good.
     pub retry_schedule: Vec<Duration>,
+    /// At most this many replies per conversation within the window (`SWARM_REPLY_CAP_THREAD`).
+    pub cap_per_thread: Option<ReplyCap>,
+    /// At most this many replies per recipient within the window (`SWARM_REPLY_CAP_RECIPIENT`).
+    pub cap_per_recipient: Option<ReplyCap>,
     /// Our address: the From of replies; its domain names our Message-IDs.
     pub from_address: EmailAddress,
     /// Reply templates; embedded copies are used for any file missing here.
@@ -396,6 +421,11 @@ impl Settings {
             smtp_ca_file: get("SMTP_CA_FILE").map(PathBuf::from),
             smtp_timeout: Duration::from_secs(number("SMTP_TIMEOUT_SECS", 60)?),
             retry_schedule: retry_schedule(&text("SMTP_RETRY_SCHEDULE", "1m,5m,30m,2h,6h,24h"))?,
+            cap_per_thread: reply_cap("SWARM_REPLY_CAP_THREAD", &text("SWARM_REPLY_CAP_THREAD", "10/10m"))?,
+            cap_per_recipient: reply_cap(
+                "SWARM_REPLY_CAP_RECIPIENT",
+                &text("SWARM_REPLY_CAP_RECIPIENT", "30/10m"),
+            )?,
             from_address,
             templates_dir: text("SWARM_TEMPLATES_DIR", "templates").into(),
             webhook_secrets,
@@ -506,6 +536,10 @@ mod tests {
         assert_eq!(s.retry_schedule, [Duration::from_secs(2), Duration::from_secs(86_400)]);
         assert!(settings(&[("SMTP_RETRY_SCHEDULE", "5")]).is_err(), "a unit is required");
         assert!(settings(&[("SMTP_RETRY_SCHEDULE", "soon")]).is_err());
+        assert_eq!(s.cap_per_thread, Some(ReplyCap { count: 10, window: Duration::from_secs(600) }));
+        let off = settings(&[("SWARM_REPLY_CAP_RECIPIENT", "off")]).expect("valid");
+        assert_eq!(off.cap_per_recipient, None);
+        assert!(settings(&[("SWARM_REPLY_CAP_THREAD", "10")]).is_err());
     }
 
     #[test]

@@ -228,6 +228,7 @@ text_enum!(
         Delivered => "delivered",
         Failed => "failed",
         Bounced => "bounced",
+        Held => "held",
     }
 );
 

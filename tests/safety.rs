@@ -110,3 +110,53 @@ matrix! {
         app.stop().await;
     }
 }
+
+/// A request from `from`, distinct by `n`, in the conversation rooted at `root` when given.
+fn request(n: usize, from: &str, root: Option<&str>) -> Vec<u8> {
+    let refs = root.map(|r| format!("References: <{r}>\r\nIn-Reply-To: <{r}>\r\n")).unwrap_or_default();
+    format!(
+        "From: {from}\r\nTo: swarm@localhost\r\nSubject: Request {n}\r\nMessage-ID: <cap-{n}@example.org>\r\n{refs}\r\n\
+         Could you send report {n} by Friday?\r\n"
+    )
+    .into_bytes()
+}
+
+matrix! {
+    async fn replies_beyond_the_recipient_cap_are_held_not_sent(db: Db) {
+        let app = TestApp::spawn(db, &[("SWARM_REPLY_CAP_RECIPIENT", "2/10m")]).await;
+        let mut statuses = Vec::new();
+        for n in 0..3 {
+            let body = json(app.post_signed(&request(n, "anna@example.org", None), &format!("msg_c{n}")).await).await;
+            let task = body["task_id"].as_i64().expect("task");
+            app.wait_finished(task).await;
+            statuses.push(app.store.task_deliveries(task).await.expect("d").remove(0));
+        }
+        let words: Vec<&str> = statuses.iter().map(|d| d.status.as_str()).collect();
+        assert_eq!(words, ["delivered", "delivered", "held"]);
+        let held = &statuses[2];
+        assert!(held.last_error.as_deref().is_some_and(|e| e.contains("cap of 2")), "{:?}", held.last_error);
+        assert!(held.location.is_none(), "not written");
+        // Another recipient is not affected.
+        let body = json(app.post_signed(&request(9, "bob@example.org", None), "msg_c9").await).await;
+        let task = body["task_id"].as_i64().expect("task");
+        app.wait_finished(task).await;
+        assert_eq!(app.store.task_deliveries(task).await.expect("d")[0].status, "delivered");
+        let page = app.http.get(app.url("/")).send().await.expect("page").text().await.expect("html");
+        assert!(page.contains("status-held"), "the status page shows held replies");
+        app.stop().await;
+    }
+
+    async fn replies_beyond_the_thread_cap_are_held(db: Db) {
+        let app = TestApp::spawn(db, &[("SWARM_REPLY_CAP_THREAD", "1/10m")]).await;
+        let mut words = Vec::new();
+        for (n, from) in ["anna@example.org", "bob@example.org"].iter().enumerate() {
+            let raw = request(20 + n, from, Some("loop-root@example.org"));
+            let body = json(app.post_signed(&raw, &format!("msg_th{n}")).await).await;
+            let task = body["task_id"].as_i64().expect("task");
+            app.wait_finished(task).await;
+            words.push(app.store.task_deliveries(task).await.expect("d").remove(0).status);
+        }
+        assert_eq!(words, ["delivered", "held"]);
+        app.stop().await;
+    }
+}

@@ -68,9 +68,9 @@ matrix! {
         assert_eq!((second.id, second.attempts), (first.id, 2), "same task, attempt counted");
         assert!(store.claim_task("third-worker", LONG).await.expect("claim").is_none(), "a live lease is respected");
 
-        let reply = NewDelivery { message_id: "r1@x.org", envelope_from: "s@x.org", envelope_to: "a@x.org", payload: b"x" };
+        let reply = NewDelivery { message_id: "r1@x.org", envelope_from: "s@x.org", envelope_to: "a@x.org", payload: b"x", thread_key: "t@x.org" };
         assert!(!store.complete_task(first.id, "dead-worker", reply).await.expect("complete"), "the old owner lost its lease");
-        let reply = NewDelivery { message_id: "r1@x.org", envelope_from: "s@x.org", envelope_to: "a@x.org", payload: b"x" };
+        let reply = NewDelivery { message_id: "r1@x.org", envelope_from: "s@x.org", envelope_to: "a@x.org", payload: b"x", thread_key: "t@x.org" };
         assert!(store.complete_task(second.id, "live-worker", reply).await.expect("complete"));
         verify_chain(&store).await;
     }
@@ -80,7 +80,7 @@ matrix! {
         let store = open(&db.fresh_url(dir.path()).await).await;
         accept(&store, 1).await;
         let task = store.claim_task("w", LONG).await.expect("claim").expect("task");
-        let reply = NewDelivery { message_id: "reply-1@x.org", envelope_from: "s@x.org", envelope_to: "a@x.org", payload: b"x" };
+        let reply = NewDelivery { message_id: "reply-1@x.org", envelope_from: "s@x.org", envelope_to: "a@x.org", payload: b"x", thread_key: "t@x.org" };
         assert!(store.complete_task(task.id, "w", reply).await.expect("complete"));
 
         let first = store.claim_delivery("dead", Duration::ZERO).await.expect("claim").expect("delivery");

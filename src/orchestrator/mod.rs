@@ -194,6 +194,11 @@ impl Orchestrator {
         let content = self.reply_content(TaskId(task.id), workflow, &email, &results);
         let to =
             EmailAddress::parse(&task.reply_to).context("stored reply address").map_err(unrecoverable)?;
+        // The conversation's root: the first References entry (RFC 5322 §3.6.4), else this request.
+        let thread_key = crate::mail::compose::references(&email)
+            .first()
+            .map(|id| id.as_str().to_owned())
+            .unwrap_or_else(|| format!("task:{}", task.id));
         let reply = compose(&self.templates, &self.from, &to, &email, TaskId(task.id), &content)
             .map_err(unrecoverable)?;
         let queued = self
@@ -206,6 +211,7 @@ impl Orchestrator {
                     envelope_from: reply.from.as_str(),
                     envelope_to: reply.to.as_str(),
                     payload: &reply.bytes,
+                    thread_key: &thread_key,
                 },
             )
             .await?;

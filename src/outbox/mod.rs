@@ -10,8 +10,9 @@ use chrono::Utc;
 use rand::Rng;
 use tracing::{info, warn};
 
+use crate::config::ReplyCap;
 use crate::mail::transport::Transport;
-use crate::store::Store;
+use crate::store::{ClaimedDelivery, Store, timestamp};
 
 /// The wait after failed attempt number `attempt` (1-based): the schedule's entry, ±20 % jitter
 /// so deliveries that failed together do not retry together. `None` once the schedule is used up.
@@ -28,6 +29,15 @@ pub struct Outbox {
     lease: Duration,
     /// Waits between attempts after transient failures (`SMTP_RETRY_SCHEDULE`).
     schedule: Vec<Duration>,
+    caps: Caps,
+}
+
+/// Reply caps (`SWARM_REPLY_CAP_THREAD`, `SWARM_REPLY_CAP_RECIPIENT`): beyond them a reply is
+/// held, audited and shown, not sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caps {
+    pub per_thread: Option<ReplyCap>,
+    pub per_recipient: Option<ReplyCap>,
 }
 
 impl Outbox {
@@ -37,8 +47,29 @@ impl Outbox {
         owner: String,
         lease: Duration,
         schedule: Vec<Duration>,
+        caps: Caps,
     ) -> Self {
-        Self { store, transport, owner, lease, schedule }
+        Self { store, transport, owner, lease, schedule, caps }
+    }
+
+    /// Why this delivery must be held, if a cap is reached: counts the replies delivered within
+    /// each cap's window to the same recipient and in the same conversation.
+    async fn over_cap(&self, d: &ClaimedDelivery) -> Result<Option<String>> {
+        for (cap, what) in [(self.caps.per_recipient, "recipient"), (self.caps.per_thread, "thread")] {
+            let Some(cap) = cap else { continue };
+            let since = timestamp(Utc::now() - chrono::Duration::from_std(cap.window).unwrap_or_default());
+            let (to, thread) =
+                self.store.recent_deliveries(&d.envelope_to, d.thread_key.as_deref(), &since).await?;
+            let sent = if what == "recipient" { to } else { thread };
+            if sent >= i64::from(cap.count) {
+                return Ok(Some(format!(
+                    "held: {sent} replies to this {what} within {} s reached the cap of {}; not sent",
+                    cap.window.as_secs(),
+                    cap.count
+                )));
+            }
+        }
+        Ok(None)
     }
 
     /// Claims and attempts the next due delivery. `Ok(false)` when none is due.
@@ -53,6 +84,11 @@ impl Outbox {
             );
             warn!(delivery = d.id, "{why}");
             self.store.delivery_failed(&d, &self.owner, &why, None).await?;
+            return Ok(true);
+        }
+        if let Some(why) = self.over_cap(&d).await? {
+            warn!(delivery = d.id, to = %d.envelope_to, "{why}");
+            self.store.delivery_held(&d, &self.owner, &why).await?;
             return Ok(true);
         }
         match self

@@ -114,14 +114,14 @@ const CLAIM_DELIVERY_SQLITE: &str = "UPDATE outbox
                  WHERE (status = 'pending' AND next_attempt_at <= $3)
                     OR (status = 'sending' AND lease_until < $3)
                  ORDER BY next_attempt_at, id LIMIT 1)
-     RETURNING id, task_id, message_id, envelope_from, envelope_to, payload, attempts";
+     RETURNING id, task_id, message_id, envelope_from, envelope_to, payload, attempts, thread_key";
 const CLAIM_DELIVERY_POSTGRES: &str = "UPDATE outbox
      SET status = 'sending', lease_owner = $1, lease_until = $2, attempts = attempts + 1
      WHERE id = (SELECT id FROM outbox
                  WHERE (status = 'pending' AND next_attempt_at <= $3)
                     OR (status = 'sending' AND lease_until < $3)
                  ORDER BY next_attempt_at, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED)
-     RETURNING id, task_id, message_id, envelope_from, envelope_to, payload, attempts";
+     RETURNING id, task_id, message_id, envelope_from, envelope_to, payload, attempts, thread_key";
 
 /// Pool settings.
 #[derive(Debug, Clone, Copy)]
@@ -304,6 +304,8 @@ pub struct ClaimedDelivery {
     pub envelope_to: String,
     pub payload: Vec<u8>,
     pub attempts: i64,
+    /// Root Message-ID of the conversation, for the per-thread reply cap.
+    pub thread_key: Option<String>,
 }
 
 /// A reply to queue with a task's completion.
@@ -313,6 +315,8 @@ pub struct NewDelivery<'a> {
     pub envelope_from: &'a str,
     pub envelope_to: &'a str,
     pub payload: &'a [u8],
+    /// Root Message-ID of the conversation (first References entry, else the request's own).
+    pub thread_key: &'a str,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]
@@ -336,6 +340,8 @@ pub struct Overview {
     pub tasks_by_status: Vec<(String, i64)>,
     pub messages_by_status: Vec<(String, i64)>,
     pub outbox_backlog: i64,
+    /// Deliveries by status (`held` ones wait for a person: a reply cap was reached).
+    pub deliveries_by_status: Vec<(String, i64)>,
     pub last_inbound: Vec<(String, String)>,
     pub recent: Vec<TaskRow>,
     pub mailboxes: Vec<MailboxState>,
@@ -1052,8 +1058,8 @@ impl Store {
         }
         let delivery: i64 = sqlx::query_scalar(
             "INSERT INTO outbox (task_id, kind, message_id, envelope_from, envelope_to, payload,
-                                 status, next_attempt_at, created_at)
-             VALUES ($1, 'mail', $2, $3, $4, $5, 'pending', $6, $7)
+                                 status, next_attempt_at, created_at, thread_key)
+             VALUES ($1, 'mail', $2, $3, $4, $5, 'pending', $6, $7, $8)
              RETURNING id",
         )
         .bind(task)
@@ -1063,6 +1069,7 @@ impl Store {
         .bind(reply.payload)
         .bind(&now)
         .bind(&now)
+        .bind(reply.thread_key)
         .fetch_one(&mut *tx)
         .await?;
         let events = vec![
@@ -1099,6 +1106,40 @@ impl Store {
             .details(json!({"error": error}));
         self.commit_audited(tx, vec![event]).await?;
         Ok(true)
+    }
+
+    /// Replies delivered since `since` (RFC 3339): to `recipient`, and in the thread `thread`.
+    pub async fn recent_deliveries(
+        &self,
+        recipient: &str,
+        thread: Option<&str>,
+        since: &str,
+    ) -> Result<(i64, i64)> {
+        let to: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE envelope_to = $1 AND status = 'delivered' AND delivered_at >= $2",
+        )
+        .bind(recipient)
+        .bind(since)
+        .fetch_one(&self.reader)
+        .await?;
+        let in_thread: i64 = match thread {
+            Some(t) => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM outbox WHERE thread_key = $1 AND status = 'delivered' AND delivered_at >= $2",
+                )
+                .bind(t)
+                .bind(since)
+                .fetch_one(&self.reader)
+                .await?
+            }
+            None => 0,
+        };
+        Ok((to, in_thread))
+    }
+
+    /// Holds a claimed delivery: not sent, kept with the reason (audited as `delivery.held`).
+    pub async fn delivery_held(&self, d: &ClaimedDelivery, owner: &str, reason: &str) -> Result<()> {
+        self.finish_delivery(d, owner, DeliveryStatus::Held, None, Some(reason), None).await
     }
 
     /// Claims the next due delivery, or one whose lease expired, and counts the attempt.
@@ -1167,6 +1208,7 @@ impl Store {
         let action = match status {
             DeliveryStatus::Delivered => "delivery.delivered",
             DeliveryStatus::Pending => "delivery.retry",
+            DeliveryStatus::Held => "delivery.held",
             _ => "delivery.failed",
         };
         let mut event = AuditEvent::new("outbox", action, format!("outbox:{}", d.id)).details(json!({
@@ -1330,6 +1372,10 @@ impl Store {
             sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'sending')")
                 .fetch_one(db)
                 .await?;
+        let deliveries_by_status =
+            sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status")
+                .fetch_all(db)
+                .await?;
         let last_inbound =
             sqlx::query_as("SELECT source, MAX(received_at) FROM messages GROUP BY source ORDER BY source")
                 .fetch_all(db)
@@ -1343,7 +1389,15 @@ impl Store {
         .fetch_all(db)
         .await?;
         let mailboxes = self.mailbox_states().await?;
-        Ok(Overview { tasks_by_status, messages_by_status, outbox_backlog, last_inbound, recent, mailboxes })
+        Ok(Overview {
+            tasks_by_status,
+            messages_by_status,
+            outbox_backlog,
+            deliveries_by_status,
+            last_inbound,
+            recent,
+            mailboxes,
+        })
     }
 
     pub async fn task(&self, id: i64) -> Result<Option<TaskRow>> {

@@ -179,8 +179,9 @@ impl TestApp {
         wait_until(deadline, || async {
             let status = self.store.task_status(swarm_director::domain::TaskId(task)).await.ok().flatten()?;
             let deliveries = self.store.task_deliveries(task).await.ok()?;
-            let settled =
-                deliveries.iter().all(|d| ["delivered", "failed", "bounced"].contains(&d.status.as_str()));
+            let settled = deliveries
+                .iter()
+                .all(|d| ["delivered", "failed", "bounced", "held"].contains(&d.status.as_str()));
             match status {
                 TaskStatus::Done if !deliveries.is_empty() && settled => Some(status),
                 TaskStatus::Failed => Some(status),
