@@ -76,6 +76,32 @@ fn message_id_of(data: &[u8]) -> String {
     MessageParser::default().parse(data).and_then(|m| m.message_id().map(str::to_owned)).expect("Message-ID")
 }
 
+#[tokio::test]
+async fn credentials_in_smtp_url_are_sent_with_auth() {
+    let smtp = SmtpServer::start(DataReply::Accept).await;
+    let url = format!("smtp://bot%40swarm.example:p%40ss%3Aword@127.0.0.1:{}", smtp.port);
+    let app = TestApp::spawn(support::Db::Sqlite, &[("SMTP_URL", &url)]).await;
+    let task = task_for(&app, &fixture("action_request.eml"), "msg_auth").await;
+    app.wait_finished(task).await;
+    assert_eq!(app.store.task_deliveries(task).await.expect("d")[0].status, "delivered");
+    assert_eq!(*smtp.logins.lock().expect("lock"), ["bot@swarm.example:p@ss:word"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn smtp_urls_are_checked_at_start() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = format!("sqlite://{}/x.db", dir.path().display());
+    for bad in ["pop3://mail.example.org", "smtp://", "smtp://host:port", "smtp://user@host"] {
+        let settings = support::settings(dir.path(), &url, &[("SMTP_URL", bad)]);
+        assert!(swarm_director::mail::transport::Transport::from_settings(&settings).is_err(), "{bad}");
+    }
+    for good in ["smtps://user:pw@smtp.example.org", "smtp://smtp.example.org:587", "smtp://127.0.0.1:2525"] {
+        let settings = support::settings(dir.path(), &url, &[("SMTP_URL", good)]);
+        assert!(swarm_director::mail::transport::Transport::from_settings(&settings).is_ok(), "{good}");
+    }
+}
+
 matrix! {
     async fn a_451_then_250_delivers_exactly_once_in_two_attempts(db: Db) {
         let smtp = SmtpServer::script(vec![DataReply::Transient, DataReply::Accept]).await;
@@ -171,4 +197,47 @@ matrix! {
         }
         app.stop().await;
     }
+}
+
+/// The process is SIGKILLed while the relay holds its DATA unanswered; another instance takes the
+/// delivery over when the lease expires. The relay may now have two copies, never more, and both
+/// carry the same Message-ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_during_delivery_causes_at_most_one_duplicate_with_the_same_message_id() {
+    use swarm_director::intake::webhook::decode_secret;
+    let smtp = SmtpServer::script(vec![DataReply::Hang, DataReply::Accept]).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = format!("sqlite://{}/swarm.db", dir.path().display());
+    let smtp_url = smtp.url();
+    let env = [
+        ("SWARM_WEBHOOK_SECRETS", support::SECRET),
+        ("SMTP_URL", smtp_url.as_str()),
+        ("SWARM_LEASE_SECS", "2"),
+        ("SWARM_POLL_INTERVAL_MS", "100"),
+    ];
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_swarm-director"));
+    let mut first = support::fleet::Fleet::start(binary, dir.path(), &url, 1, &env);
+    let key = decode_secret(support::SECRET).expect("secret");
+    let http = reqwest::Client::new();
+    let status =
+        support::fleet::post_signed(&http, first.ports[0], &key, "msg_kill", fixture("action_request.eml"))
+            .await
+            .expect("post");
+    assert_eq!(status, 202);
+    wait_until(std::time::Duration::from_secs(10), || async { (smtp.messages().len() == 1).then_some(()) })
+        .await
+        .expect("the relay got the first copy and holds its answer");
+    first.kill(0);
+
+    let _second = support::fleet::Fleet::start(binary, dir.path(), &url, 1, &env);
+    let store = swarm_director::store::Store::connect(&url, &Default::default()).await.expect("store");
+    let d = wait_until(std::time::Duration::from_secs(15), || async {
+        store.task_deliveries(1).await.ok()?.into_iter().find(|d| d.status == "delivered")
+    })
+    .await
+    .expect("the second instance delivers");
+    let got = smtp.messages();
+    assert_eq!(got.len(), 2, "at most one duplicate");
+    assert!(got.iter().all(|m| message_id_of(&m.data) == d.message_id), "both under the same Message-ID");
+    assert_eq!(d.attempts, 2);
 }

@@ -243,6 +243,8 @@ pub struct Received {
 pub struct SmtpServer {
     pub port: u16,
     pub received: Arc<Mutex<Vec<Received>>>,
+    /// `user:password` of every AUTH PLAIN the server saw.
+    pub logins: Arc<Mutex<Vec<String>>>,
 }
 
 impl SmtpServer {
@@ -267,16 +269,17 @@ impl SmtpServer {
         let received = Arc::new(Mutex::new(Vec::new()));
         let store = received.clone();
         let script = Arc::new((replies, std::sync::atomic::AtomicUsize::new(0)));
+        let logins = Arc::new(Mutex::new(Vec::new()));
+        let seen = logins.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                let store = store.clone();
-                let script = script.clone();
+                let (store, script, seen) = (store.clone(), script.clone(), seen.clone());
                 tokio::spawn(async move {
-                    let _ = session(socket, script, store).await;
+                    let _ = session(socket, script, store, seen).await;
                 });
             }
         });
-        Self { port, received }
+        Self { port, received, logins }
     }
 
     pub fn url(&self) -> String {
@@ -292,6 +295,7 @@ async fn session(
     socket: tokio::net::TcpStream,
     script: Arc<(Vec<DataReply>, std::sync::atomic::AtomicUsize)>,
     store: Arc<Mutex<Vec<Received>>>,
+    logins: Arc<Mutex<Vec<String>>>,
 ) -> std::io::Result<()> {
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read);
@@ -305,7 +309,22 @@ async fn session(
         }
         let upper = line.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
-            write.write_all(b"250-test.local\r\n250-8BITMIME\r\n250 SIZE 30000000\r\n").await?;
+            write
+                .write_all(b"250-test.local\r\n250-8BITMIME\r\n250-AUTH PLAIN\r\n250 SIZE 30000000\r\n")
+                .await?;
+        } else if upper.starts_with("AUTH PLAIN") {
+            let mut token = line[10..].trim().to_owned();
+            if token.is_empty() {
+                write.write_all(b"334 \r\n").await?;
+                token.clear();
+                lines.read_line(&mut token).await?;
+            }
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD.decode(token.trim()).unwrap_or_default();
+            let parts: Vec<String> =
+                decoded.split(|b| *b == 0).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+            logins.lock().expect("lock").push(parts[1..].join(":"));
+            write.write_all(b"235 2.7.0 Authentication successful\r\n").await?;
         } else if upper.starts_with("HELO") {
             write.write_all(b"250 test.local\r\n").await?;
         } else if upper.starts_with("MAIL FROM:") {
