@@ -69,7 +69,9 @@ impl App {
                 orchestrator.workflow_names().join(", ")
             );
         }
-        let intake = intake.with_list_workflow(settings.list_mail_workflow.clone());
+        let intake = intake
+            .with_list_workflow(settings.list_mail_workflow.clone())
+            .with_sender_policy(settings.sender_policy.clone());
         let outbox = Outbox::new(
             store.clone(),
             transport,

@@ -284,6 +284,41 @@ fn reply_cap(key: &str, text: &str) -> Result<Option<ReplyCap>> {
     Ok(Some(ReplyCap { count, window: window[0] }))
 }
 
+/// `SWARM_ALLOWED_SENDERS` (addresses and `@domains`), `SWARM_REQUIRE_DMARC` (default: on when
+/// an allowlist is set) and `SWARM_TRUSTED_AUTHSERV_ID`. DMARC is only known from our own
+/// receiving server's Authentication-Results for now, so requiring it without naming that server
+/// is a configuration error rather than a policy that silently refuses everyone.
+fn sender_policy(get: &dyn Fn(&str) -> Option<String>) -> Result<crate::mail::policy::SenderPolicy> {
+    let allowed: Vec<String> = get("SWARM_ALLOWED_SENDERS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for entry in &allowed {
+        let ok = match entry.strip_prefix('@') {
+            Some(domain) => !domain.is_empty() && !domain.contains('@'),
+            None => EmailAddress::parse(entry).is_ok(),
+        };
+        anyhow::ensure!(ok, "SWARM_ALLOWED_SENDERS entry {entry:?} is neither an address nor @domain");
+    }
+    let require_dmarc = match get("SWARM_REQUIRE_DMARC").as_deref() {
+        None => !allowed.is_empty(),
+        Some("true") => true,
+        Some("false") => false,
+        Some(v) => bail!("SWARM_REQUIRE_DMARC={v:?} must be true or false"),
+    };
+    let trusted_authserv_id = get("SWARM_TRUSTED_AUTHSERV_ID");
+    if require_dmarc && trusted_authserv_id.is_none() {
+        bail!(
+            "DMARC is required (SWARM_REQUIRE_DMARC, on by default with SWARM_ALLOWED_SENDERS) but \
+             SWARM_TRUSTED_AUTHSERV_ID is unset: name the authserv-id of your receiving server's \
+             Authentication-Results, or set SWARM_REQUIRE_DMARC=false"
+        );
+    }
+    Ok(crate::mail::policy::SenderPolicy { allowed, require_dmarc, trusted_authserv_id })
+}
+
 /// Comma-separated secrets; empty entries ignored.
 fn secret_list(value: Option<String>) -> Vec<SecretString> {
     value
@@ -347,6 +382,9 @@ pub struct Settings {
     pub inbound: InboundSettings,
     /// Workflow that list and bulk mail becomes tasks of; unset ignores such mail.
     pub list_mail_workflow: Option<String>,
+    /// Which senders are obeyed (`SWARM_ALLOWED_SENDERS`, `SWARM_REQUIRE_DMARC`,
+    /// `SWARM_TRUSTED_AUTHSERV_ID`).
+    pub sender_policy: crate::mail::policy::SenderPolicy,
 }
 
 impl Settings {
@@ -442,6 +480,7 @@ impl Settings {
             log_filter: text("SWARM_LOG", "info"),
             imap: imap_settings(&get)?,
             list_mail_workflow: get("SWARM_LIST_MAIL_WORKFLOW"),
+            sender_policy: sender_policy(&get)?,
             inbound: InboundSettings {
                 mailgun_signing_key: get("MAILGUN_SIGNING_KEY").map(SecretString::from),
                 mailgun_tolerance: Duration::from_secs(number("MAILGUN_TIMESTAMP_TOLERANCE_SECS", 300)?),
@@ -540,6 +579,24 @@ mod tests {
         let off = settings(&[("SWARM_REPLY_CAP_RECIPIENT", "off")]).expect("valid");
         assert_eq!(off.cap_per_recipient, None);
         assert!(settings(&[("SWARM_REPLY_CAP_THREAD", "10")]).is_err());
+    }
+
+    #[test]
+    fn sender_policy_settings() {
+        assert!(!settings(&[]).expect("defaults").sender_policy.require_dmarc);
+        let err = settings(&[("SWARM_ALLOWED_SENDERS", "@example.org")]).expect_err("DMARC needs a source");
+        assert!(format!("{err:#}").contains("SWARM_TRUSTED_AUTHSERV_ID"));
+        let s = settings(&[
+            ("SWARM_ALLOWED_SENDERS", "Boss@Corp.example, @example.org"),
+            ("SWARM_TRUSTED_AUTHSERV_ID", "mx.ours"),
+        ])
+        .expect("valid");
+        assert_eq!(s.sender_policy.allowed, ["boss@corp.example", "@example.org"]);
+        assert!(s.sender_policy.require_dmarc);
+        let s = settings(&[("SWARM_ALLOWED_SENDERS", "@example.org"), ("SWARM_REQUIRE_DMARC", "false")])
+            .expect("valid");
+        assert!(!s.sender_policy.require_dmarc);
+        assert!(settings(&[("SWARM_ALLOWED_SENDERS", "nobody"), ("SWARM_REQUIRE_DMARC", "false")]).is_err());
     }
 
     #[test]

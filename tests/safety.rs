@@ -160,3 +160,40 @@ matrix! {
         app.stop().await;
     }
 }
+
+matrix! {
+    async fn only_allowed_senders_with_a_trusted_dmarc_pass_are_obeyed(db: Db) {
+        let app = TestApp::spawn(
+            db,
+            &[("SWARM_ALLOWED_SENDERS", "@example.org"), ("SWARM_TRUSTED_AUTHSERV_ID", "mx.ours.example")],
+        )
+        .await;
+        let with = |n: usize, results: &str, from: &str| {
+            format!(
+                "{results}From: {from}\r\nTo: swarm@localhost\r\nSubject: Order {n}\r\nMessage-ID: <policy-{n}@x.example>\r\n\r\n\
+                 Please approve the order by Friday.\r\n"
+            )
+            .into_bytes()
+        };
+        let pass = "Authentication-Results: mx.ours.example; dkim=pass header.d=example.org; dmarc=pass header.from=example.org\r\n";
+        let body = json(app.post_signed(&with(1, pass, "anna@example.org"), "msg_p1").await).await;
+        assert_eq!(body["outcome"], "task", "{body}");
+
+        // A forged From with no proof, a forged proof under a header from another server, a
+        // sender outside the allowlist: stored, no task, the reason says why.
+        let forged_top = format!("Authentication-Results: mx.evil.example; dmarc=pass header.from=example.org\r\n{pass}");
+        for (n, raw, why) in [
+            (2, with(2, "", "anna@example.org"), "no Authentication-Results"),
+            (3, with(3, &forged_top, "anna@example.org"), "mx.evil.example"),
+            (4, with(4, &pass.replace("dmarc=pass", "dmarc=fail"), "anna@example.org"), "DMARC fail"),
+            (5, with(5, pass, "eve@evil.example"), "SWARM_ALLOWED_SENDERS"),
+        ] {
+            let body = json(app.post_signed(&raw, &format!("msg_p{n}")).await).await;
+            assert_eq!(body["outcome"], "ignored", "{n}: {body}");
+            assert!(body["reason"].as_str().is_some_and(|r| r.contains(why)), "{n}: {body}");
+        }
+        let overview = app.store.overview(10).await.expect("overview");
+        assert_eq!(overview.recent.len(), 1, "only the authenticated request became a task");
+        app.stop().await;
+    }
+}

@@ -60,11 +60,19 @@ pub struct Intake {
     workflow: &'static str,
     /// The workflow list and bulk mail goes to; `None` (the default) ignores such mail.
     list_workflow: Option<String>,
+    /// Which senders are obeyed (invariant 7).
+    policy: crate::mail::policy::SenderPolicy,
 }
 
 impl Intake {
     pub fn new(store: Store, limits: MimeLimits, own_address: EmailAddress, workflow: &'static str) -> Self {
-        Self { store, limits, own_address, workflow, list_workflow: None }
+        Self { store, limits, own_address, workflow, list_workflow: None, policy: Default::default() }
+    }
+
+    /// Obeys only senders `policy` accepts; others' mail is stored as ignored with the reason.
+    pub fn with_sender_policy(mut self, policy: crate::mail::policy::SenderPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Lets list and bulk mail (List-Id, List-Unsubscribe, Precedence: list|bulk|junk) become
@@ -142,6 +150,7 @@ impl Intake {
                 (Err(_), Some(list_workflow)) => list_workflow.as_str(),
                 (Err(reason), None) => return Err(reason),
             };
+            self.policy.check(p)?;
             Ok((guard::addressing(p, &self.own_address)?, workflow))
         };
         Ok(match parsed {

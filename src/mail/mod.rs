@@ -6,6 +6,7 @@ pub mod bounce;
 pub mod compose;
 pub mod guard;
 pub mod parse;
+pub mod policy;
 pub mod quote;
 pub mod transport;
 

@@ -84,6 +84,9 @@ pub struct Signals {
     pub x_loop: Option<String>,
     /// A delivery failure report, when this message is one.
     pub bounce: Option<crate::mail::bounce::Bounce>,
+    /// `Authentication-Results` values, topmost (newest) first, on one line each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub authentication_results: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -431,6 +434,13 @@ fn signals(m: &Message<'_>) -> Signals {
         list_header: LIST_HEADERS.iter().find(|h| raw(h).is_some()).map(|h| (*h).to_owned()),
         x_loop: raw("X-Loop"),
         bounce,
+        authentication_results: m
+            .headers()
+            .iter()
+            .filter(|h| h.name().eq_ignore_ascii_case("Authentication-Results"))
+            .filter_map(|h| m.raw_message().get(h.offset_start() as usize..h.offset_end() as usize))
+            .map(|v| one_line(&String::from_utf8_lossy(v)))
+            .collect(),
     }
 }
 

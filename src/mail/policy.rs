@@ -1,0 +1,185 @@
+//! Sender policy (invariant 7): which senders the bot obeys.
+//!
+//! - `SWARM_ALLOWED_SENDERS`: addresses (`ann@example.org`) and domains (`@example.org`); empty
+//!   means anyone.
+//! - `SWARM_REQUIRE_DMARC` (default on when an allowlist is set): the From domain must have passed
+//!   DMARC. The proof is an `Authentication-Results` header (RFC 8601) written by our own
+//!   receiving server: only the topmost such header is considered, only when its authserv-id is
+//!   `SWARM_TRUSTED_AUTHSERV_ID`, and only a `dmarc=pass` whose `header.from` is the From domain
+//!   counts. Anyone can write an Authentication-Results header lower down; the topmost one is the
+//!   last hop's, ours.
+//!
+//! A refused sender's message makes no task; it is stored as ignored with the reason.
+
+use crate::domain::EmailAddress;
+use crate::mail::ParsedMail;
+
+/// The configured policy.
+#[derive(Debug, Clone, Default)]
+pub struct SenderPolicy {
+    /// Lower-case addresses and `@domain` entries; empty allows anyone.
+    pub allowed: Vec<String>,
+    pub require_dmarc: bool,
+    /// The authserv-id of our own receiving server's Authentication-Results.
+    pub trusted_authserv_id: Option<String>,
+}
+
+impl SenderPolicy {
+    /// `Ok` when the sender may be obeyed; `Err(reason)` otherwise.
+    pub fn check(&self, mail: &ParsedMail) -> Result<(), String> {
+        if self.allowed.is_empty() && !self.require_dmarc {
+            return Ok(());
+        }
+        let from = mail
+            .email
+            .from
+            .as_ref()
+            .and_then(|f| EmailAddress::parse(&f.address).ok())
+            .ok_or_else(|| "sender policy: no valid From address".to_owned())?;
+        let address = from.as_str().to_ascii_lowercase();
+        let domain = from.domain().to_ascii_lowercase();
+        if !self.allowed.is_empty()
+            && !self.allowed.iter().any(|a| *a == address || a.strip_prefix('@') == Some(domain.as_str()))
+        {
+            return Err(format!("sender policy: {address} is not in SWARM_ALLOWED_SENDERS"));
+        }
+        if self.require_dmarc {
+            let top = mail.signals.authentication_results.first();
+            let Some(trusted) = &self.trusted_authserv_id else {
+                return Err("sender policy: DMARC is required but no authserv-id is trusted".into());
+            };
+            let Some(results) = top.and_then(|h| parse_authentication_results(h)) else {
+                return Err(format!(
+                    "sender policy: no Authentication-Results from {trusted} (DMARC is required)"
+                ));
+            };
+            if !results.authserv_id.eq_ignore_ascii_case(trusted) {
+                return Err(format!(
+                    "sender policy: the topmost Authentication-Results is from {:?}, not {trusted}",
+                    results.authserv_id
+                ));
+            }
+            match results.dmarc {
+                Some((ref result, ref header_from)) if result == "pass" => {
+                    if header_from.as_deref().is_some_and(|d| !d.eq_ignore_ascii_case(&domain)) {
+                        return Err(format!(
+                            "sender policy: DMARC passed for {}, not for the From domain {domain}",
+                            header_from.as_deref().unwrap_or("")
+                        ));
+                    }
+                }
+                Some((result, _)) => return Err(format!("sender policy: DMARC {result} for {domain}")),
+                None => return Err(format!("sender policy: no DMARC result for {domain}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What we read from one Authentication-Results header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthResults {
+    pub authserv_id: String,
+    /// The `dmarc=` result (lower case) and its `header.from` property.
+    pub dmarc: Option<(String, Option<String>)>,
+}
+
+/// Parses `authserv-id [version]; method=result [(comment)] ptype.property=value ...; ...`
+/// (RFC 8601 §2.2). Comments are dropped. `None` when there is no authserv-id.
+pub fn parse_authentication_results(value: &str) -> Option<AuthResults> {
+    let mut clean = String::with_capacity(value.len());
+    let mut depth = 0usize;
+    for c in value.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => clean.push(if c.is_control() { ' ' } else { c }),
+            _ => {}
+        }
+    }
+    let mut parts = clean.split(';');
+    let authserv_id = parts.next()?.split_whitespace().next()?.to_owned();
+    let mut dmarc = None;
+    for resinfo in parts {
+        let mut tokens = resinfo.split_whitespace();
+        let Some((method, result)) = tokens.next().and_then(|t| t.split_once('=')) else { continue };
+        if !method.eq_ignore_ascii_case("dmarc") || dmarc.is_some() {
+            continue;
+        }
+        let header_from = tokens
+            .filter_map(|t| t.split_once('='))
+            .find(|(k, _)| k.eq_ignore_ascii_case("header.from"))
+            .map(|(_, v)| v.trim_matches('"').to_ascii_lowercase());
+        dmarc = Some((result.to_ascii_lowercase(), header_from));
+    }
+    Some(AuthResults { authserv_id, dmarc })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MimeLimits;
+    use crate::mail::parse;
+
+    fn mail(headers: &str) -> ParsedMail {
+        parse(format!("{headers}\r\nSubject: x\r\n\r\nbody").as_bytes(), &MimeLimits::default())
+            .expect("parses")
+    }
+
+    fn policy(allowed: &[&str], dmarc: bool) -> SenderPolicy {
+        SenderPolicy {
+            allowed: allowed.iter().map(|s| s.to_string()).collect(),
+            require_dmarc: dmarc,
+            trusted_authserv_id: Some("mx.ours.example".into()),
+        }
+    }
+
+    const PASS: &str = "Authentication-Results: mx.ours.example; dkim=pass header.d=example.org; \
+                        spf=pass smtp.mailfrom=example.org; dmarc=pass (p=reject) header.from=example.org";
+
+    #[test]
+    fn open_policy_allows_anyone() {
+        assert!(SenderPolicy::default().check(&mail("From: x@anywhere.example")).is_ok());
+    }
+
+    #[test]
+    fn allowlist_takes_addresses_and_domains() {
+        let p = policy(&["boss@corp.example", "@example.org"], false);
+        assert!(p.check(&mail("From: Ann <ann@example.org>")).is_ok());
+        assert!(p.check(&mail("From: boss@corp.example")).is_ok());
+        let err = p.check(&mail("From: eve@evil.example")).expect_err("not allowed");
+        assert!(err.contains("SWARM_ALLOWED_SENDERS"), "{err}");
+    }
+
+    #[test]
+    fn dmarc_must_pass_in_the_topmost_trusted_header_for_the_from_domain() {
+        let p = policy(&["@example.org"], true);
+        assert!(p.check(&mail(&format!("{PASS}\r\nFrom: ann@example.org"))).is_ok());
+        let none = p.check(&mail("From: ann@example.org")).expect_err("no proof");
+        assert!(none.contains("no Authentication-Results"), "{none}");
+        // A forged header below ours does not count; a forged one on top is not from our server.
+        let forged_top = format!(
+            "Authentication-Results: mx.evil.example; dmarc=pass header.from=example.org\r\n{PASS}\r\nFrom: ann@example.org"
+        );
+        assert!(p.check(&mail(&forged_top)).expect_err("untrusted top").contains("mx.evil.example"));
+        let fail = PASS.replace("dmarc=pass", "dmarc=fail");
+        assert!(
+            p.check(&mail(&format!("{fail}\r\nFrom: ann@example.org")))
+                .expect_err("fail")
+                .contains("DMARC fail")
+        );
+        let other = PASS.replace("header.from=example.org", "header.from=other.example");
+        assert!(p.check(&mail(&format!("{other}\r\nFrom: ann@example.org"))).is_err(), "not aligned");
+    }
+
+    #[test]
+    fn authentication_results_are_parsed_without_comments() {
+        let r = parse_authentication_results(
+            "mx.ours.example 1; dkim=pass (good sig) header.d=x.org; dmarc=PASS (p=none dis=none) header.from=X.org",
+        )
+        .expect("parses");
+        assert_eq!(r.authserv_id, "mx.ours.example");
+        assert_eq!(r.dmarc, Some(("pass".into(), Some("x.org".into()))));
+        assert_eq!(parse_authentication_results("mx.ours.example; none").expect("parses").dmarc, None);
+    }
+}
