@@ -113,6 +113,17 @@ matrix! {
         let got = smtp.messages();
         assert_eq!(got.len(), 1, "exactly one copy");
         assert_eq!(message_id_of(&got[0].data), d.message_id);
+        let api: serde_json::Value =
+            app.http.get(app.url(&format!("/api/tasks/{task}"))).send().await.expect("api").json().await.expect("json");
+        let attempts: Vec<&str> = api["delivery_attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .filter_map(|a| a["action"].as_str())
+            .collect();
+        assert_eq!(attempts, ["delivery.retry", "delivery.delivered"], "every attempt is on the task page");
+        let page = app.http.get(app.url(&format!("/tasks/{task}"))).send().await.expect("page").text().await.expect("html");
+        assert!(page.contains("Delivery attempts") && page.contains("451"), "{page}");
         app.stop().await;
     }
 

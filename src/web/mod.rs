@@ -193,7 +193,23 @@ pub async fn task_report(store: &Store, id: i64) -> anyhow::Result<Option<Value>
     let steps = store.task_steps(id).await?;
     let deliveries = store.task_deliveries(id).await?;
     let reply = store.task_reply(id).await?.map(|b| String::from_utf8_lossy(&b).into_owned());
-    Ok(Some(json!({"task": task, "steps": steps, "reply": reply, "deliveries": deliveries})))
+    // Every delivery attempt and its outcome, from the audit log.
+    let mut delivery_attempts = Vec::new();
+    store
+        .for_each_audit(&AuditFilter { task: Some(id), ..AuditFilter::default() }, |r| {
+            if r.action.starts_with("delivery.") {
+                delivery_attempts.push(json!({"at": r.at, "action": r.action, "details": r.details}));
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(Some(json!({
+        "task": task,
+        "steps": steps,
+        "reply": reply,
+        "deliveries": deliveries,
+        "delivery_attempts": delivery_attempts,
+    })))
 }
 
 async fn task_api(
