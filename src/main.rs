@@ -47,6 +47,11 @@ enum Command {
         #[command(subcommand)]
         command: QuarantineCommand,
     },
+    /// Replies waiting to go out.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
     /// Addresses we no longer send to (hard bounces).
     Suppression {
         #[command(subcommand)]
@@ -65,6 +70,12 @@ enum QuarantineCommand {
     Show { id: i64 },
     /// Parse it again with today's limits and code: it becomes a task (or is ignored) if it now can.
     Reprocess { id: i64 },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Send a reply that a reply cap held (its delivery id is on the task page).
+    Release { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -220,6 +231,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             app.drain().await?;
             println!("message {id}\t{}\t{}", outcome.word(), details(&app.store, &outcome).await?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Outbox { command: OutboxCommand::Release { id } } => {
+            let store = open(&settings).await?;
+            if store.release_delivery(id, "cli").await? {
+                println!("delivery {id} released; a running instance sends it on its next pass");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                bail!("no held delivery {id}")
+            }
         }
         Command::Suppression { command: SuppressionCommand::List } => {
             let store = open(&settings).await?;

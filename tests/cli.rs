@@ -246,6 +246,9 @@ matrix! {
         let again = cli.run(&["suppression", "remove", "anna@example.org"]);
         assert!(!again.status.success(), "removing an address not on the list is an error");
         assert!(String::from_utf8_lossy(&again.stderr).contains("not on the suppression list"));
+        let release = cli.run(&["outbox", "release", "1"]);
+        assert!(!release.status.success(), "delivery 1 was delivered, not held");
+        assert!(String::from_utf8_lossy(&release.stderr).contains("no held delivery 1"));
     }
 }
 

@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{TestApp, fixture, read_reply};
+use support::{TestApp, fixture, read_reply, wait_until};
 
 /// An RFC 3464 report about `message_id` sent to `recipient`, with `status` (`5.1.1`, `4.2.2`).
 fn dsn(n: usize, message_id: &str, recipient: &str, status: &str) -> Vec<u8> {
@@ -143,6 +143,14 @@ matrix! {
         assert_eq!(app.store.task_deliveries(task).await.expect("d")[0].status, "delivered");
         let page = app.http.get(app.url("/")).send().await.expect("page").text().await.expect("html");
         assert!(page.contains("status-held"), "the status page shows held replies");
+        // A person releases it: sent despite the cap.
+        assert!(app.store.release_delivery(held.id, "test").await.expect("release"));
+        assert!(!app.store.release_delivery(held.id, "test").await.expect("again"), "only held ones");
+        let sent = wait_until(std::time::Duration::from_secs(5), || async {
+            app.store.task_deliveries(held.task_id?).await.ok()?.into_iter().find(|d| d.status == "delivered")
+        })
+        .await;
+        assert!(sent.is_some(), "the released reply is delivered");
         app.stop().await;
     }
 

@@ -55,6 +55,9 @@ impl Outbox {
     /// Why this delivery must be held, if a cap is reached: counts the replies delivered within
     /// each cap's window to the same recipient and in the same conversation.
     async fn over_cap(&self, d: &ClaimedDelivery) -> Result<Option<String>> {
+        if d.cap_exempt != 0 {
+            return Ok(None);
+        }
         for (cap, what) in [(self.caps.per_recipient, "recipient"), (self.caps.per_thread, "thread")] {
             let Some(cap) = cap else { continue };
             let since = timestamp(Utc::now() - chrono::Duration::from_std(cap.window).unwrap_or_default());

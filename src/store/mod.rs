@@ -114,14 +114,14 @@ const CLAIM_DELIVERY_SQLITE: &str = "UPDATE outbox
                  WHERE (status = 'pending' AND next_attempt_at <= $3)
                     OR (status = 'sending' AND lease_until < $3)
                  ORDER BY next_attempt_at, id LIMIT 1)
-     RETURNING id, task_id, message_id, envelope_from, envelope_to, payload, attempts, thread_key";
+     RETURNING id, task_id, message_id, envelope_from, envelope_to, payload, attempts, thread_key, cap_exempt";
 const CLAIM_DELIVERY_POSTGRES: &str = "UPDATE outbox
      SET status = 'sending', lease_owner = $1, lease_until = $2, attempts = attempts + 1
      WHERE id = (SELECT id FROM outbox
                  WHERE (status = 'pending' AND next_attempt_at <= $3)
                     OR (status = 'sending' AND lease_until < $3)
                  ORDER BY next_attempt_at, id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED)
-     RETURNING id, task_id, message_id, envelope_from, envelope_to, payload, attempts, thread_key";
+     RETURNING id, task_id, message_id, envelope_from, envelope_to, payload, attempts, thread_key, cap_exempt";
 
 /// Pool settings.
 #[derive(Debug, Clone, Copy)]
@@ -306,6 +306,8 @@ pub struct ClaimedDelivery {
     pub attempts: i64,
     /// Root Message-ID of the conversation, for the per-thread reply cap.
     pub thread_key: Option<String>,
+    /// 1 when a person released this held reply: the reply caps do not apply.
+    pub cap_exempt: i64,
 }
 
 /// A reply to queue with a task's completion.
@@ -1135,6 +1137,31 @@ impl Store {
             None => 0,
         };
         Ok((to, in_thread))
+    }
+
+    /// Releases a held reply: it is sent on the next pass despite the reply caps (audited as
+    /// `delivery.released`). `false` when no held delivery has this id.
+    pub async fn release_delivery(&self, id: i64, actor: &str) -> Result<bool> {
+        let now = now();
+        let mut tx = self.begin().await?;
+        let task: Option<Option<i64>> = sqlx::query_scalar(
+            "UPDATE outbox SET status = 'pending', cap_exempt = 1, next_attempt_at = $1
+             WHERE id = $2 AND status = 'held' RETURNING task_id",
+        )
+        .bind(&now)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(task) = task else {
+            tx.commit().await?;
+            return Ok(false);
+        };
+        let mut event = AuditEvent::new(actor, "delivery.released", format!("outbox:{id}"));
+        if let Some(task) = task {
+            event = event.task(task);
+        }
+        self.commit_audited(tx, vec![event]).await?;
+        Ok(true)
     }
 
     /// Holds a claimed delivery: not sent, kept with the reason (audited as `delivery.held`).
