@@ -7,6 +7,7 @@
 pub mod fleet;
 pub mod imap;
 pub mod pg;
+pub mod tls;
 
 /// Which backend a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
