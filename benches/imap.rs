@@ -12,6 +12,8 @@
 mod fleet;
 #[path = "../tests/support/imap.rs"]
 mod imap;
+#[path = "../tests/support/tls.rs"]
+mod tls;
 
 use std::path::Path;
 use std::process::Command;
