@@ -252,3 +252,49 @@ async fn a_process_killed_during_delivery_causes_at_most_one_duplicate_with_the_
     assert!(got.iter().all(|m| message_id_of(&m.data) == d.message_id), "both under the same Message-ID");
     assert_eq!(d.attempts, 2);
 }
+
+/// A test CA and a server certificate in a temp folder, and an acceptor for it.
+fn tls_material() -> (tempfile::TempDir, tokio_rustls::TlsAcceptor) {
+    let dir = tempfile::tempdir().expect("tmp");
+    support::tls::test_ca(dir.path()).expect("openssl makes the test CA");
+    let acceptor = support::SmtpTls::acceptor(dir.path());
+    (dir, acceptor)
+}
+
+#[tokio::test]
+async fn replies_go_over_implicit_tls_and_starttls_checked_against_the_ca() {
+    let (certs, acceptor) = tls_material();
+    let ca = certs.path().join("ca.pem").display().to_string();
+    let implicit = SmtpServer::with_tls(support::SmtpTls::Implicit(acceptor.clone())).await;
+    let starttls = SmtpServer::with_tls(support::SmtpTls::StartTls(acceptor)).await;
+    for (n, (server, scheme)) in [(&implicit, "smtps"), (&starttls, "smtp")].into_iter().enumerate() {
+        let url = format!("{scheme}://bot:secret@localhost:{}", server.port);
+        let app = TestApp::spawn(support::Db::Sqlite, &[("SMTP_URL", &url), ("SMTP_CA_FILE", &ca)]).await;
+        let task = task_for(&app, &fixture("action_request.eml"), &format!("msg_tls{n}")).await;
+        app.wait_finished(task).await;
+        let d = &app.store.task_deliveries(task).await.expect("d")[0];
+        assert_eq!(d.status, "delivered", "{scheme}: {:?}", d.last_error);
+        let got = server.messages();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].tls, "{scheme}: the message went over TLS");
+        assert_eq!(*server.logins.lock().expect("lock"), ["bot:secret"], "{scheme}: AUTH inside TLS");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_relay_certificate_from_an_unknown_ca_is_refused() {
+    let (_certs, acceptor) = tls_material();
+    let server = SmtpServer::with_tls(support::SmtpTls::Implicit(acceptor)).await;
+    let url = format!("smtps://localhost:{}", server.port);
+    let app = TestApp::spawn(support::Db::Sqlite, &[("SMTP_URL", &url)]).await;
+    let task = task_for(&app, &fixture("action_request.eml"), "msg_ca").await;
+    let d = wait_until(std::time::Duration::from_secs(5), || async {
+        app.store.task_deliveries(task).await.ok()?.into_iter().find(|d| d.last_error.is_some())
+    })
+    .await
+    .expect("the attempt fails");
+    assert_ne!(d.status, "delivered");
+    assert!(server.messages().is_empty(), "nothing was sent to an unverified relay");
+    app.stop().await;
+}

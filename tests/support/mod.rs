@@ -238,6 +238,40 @@ pub struct Received {
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
     pub data: Vec<u8>,
+    /// Whether the message came over TLS (STARTTLS or implicit).
+    pub tls: bool,
+}
+
+/// How the scripted SMTP server uses TLS (certificates from [`tls::test_ca`]).
+#[derive(Clone)]
+pub enum SmtpTls {
+    None,
+    /// Offers STARTTLS (RFC 3207).
+    StartTls(tokio_rustls::TlsAcceptor),
+    /// TLS from the first byte (smtps, RFC 8314).
+    Implicit(tokio_rustls::TlsAcceptor),
+}
+
+impl SmtpTls {
+    /// An acceptor for `cert.pem`/`key.pem` in `dir`.
+    pub fn acceptor(dir: &Path) -> tokio_rustls::TlsAcceptor {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("cert.pem"))
+            .expect("cert.pem")
+            .collect::<Result<_, _>>()
+            .expect("certs");
+        let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).expect("key.pem");
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
 }
 
 /// A real (if small) SMTP server on 127.0.0.1 speaking RFC 5321 to lettre, scripted per test.
@@ -256,16 +290,22 @@ impl SmtpServer {
     /// Answers the n-th DATA (over all connections) with `replies[n]`, the last one thereafter.
     pub async fn script(replies: Vec<DataReply>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
-        Self::serve(listener, replies)
+        Self::serve(listener, replies, SmtpTls::None)
     }
 
     /// Like [`Self::script`] on a given port (a server that comes up late).
     pub async fn script_on(port: u16, replies: Vec<DataReply>) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind smtp");
-        Self::serve(listener, replies)
+        Self::serve(listener, replies, SmtpTls::None)
     }
 
-    fn serve(listener: TcpListener, replies: Vec<DataReply>) -> Self {
+    /// A server that accepts every message, with TLS as `tls` says.
+    pub async fn with_tls(tls: SmtpTls) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
+        Self::serve(listener, vec![DataReply::Accept], tls)
+    }
+
+    fn serve(listener: TcpListener, replies: Vec<DataReply>, tls: SmtpTls) -> Self {
         let port = listener.local_addr().expect("addr").port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let store = received.clone();
@@ -274,9 +314,26 @@ impl SmtpServer {
         let seen = logins.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                let (store, script, seen) = (store.clone(), script.clone(), seen.clone());
+                let (store, script, seen, tls) = (store.clone(), script.clone(), seen.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let _ = session(socket, script, store, seen).await;
+                    let peers = Peers { script, store, logins: seen };
+                    let _ = match tls {
+                        SmtpTls::None => session(socket, &peers, true, false, false).await.map(drop),
+                        SmtpTls::Implicit(acceptor) => {
+                            let stream = acceptor.accept(socket).await?;
+                            session(stream, &peers, true, true, false).await.map(drop)
+                        }
+                        SmtpTls::StartTls(acceptor) => {
+                            match session(socket, &peers, true, false, true).await? {
+                                Some(plain) => {
+                                    let stream = acceptor.accept(plain).await?;
+                                    session(stream, &peers, false, true, false).await.map(drop)
+                                }
+                                None => Ok(()),
+                            }
+                        }
+                    };
+                    Ok::<(), std::io::Error>(())
                 });
             }
         });
@@ -292,27 +349,52 @@ impl SmtpServer {
     }
 }
 
-async fn session(
-    socket: tokio::net::TcpStream,
+/// What every session of one server shares.
+struct Peers {
     script: Arc<(Vec<DataReply>, std::sync::atomic::AtomicUsize)>,
     store: Arc<Mutex<Vec<Received>>>,
     logins: Arc<Mutex<Vec<String>>>,
-) -> std::io::Result<()> {
-    let (read, mut write) = socket.into_split();
+}
+
+/// One SMTP session over `stream`. Greets unless it continues after STARTTLS (`secure`). With
+/// `offer_starttls`, a STARTTLS command ends it and hands the stream back for the handshake.
+async fn session<S>(
+    stream: S,
+    peers: &Peers,
+    greet: bool,
+    secure: bool,
+    offer_starttls: bool,
+) -> std::io::Result<Option<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (script, store, logins) = (&peers.script, &peers.store, &peers.logins);
+    let (read, mut write) = tokio::io::split(stream);
     let mut lines = BufReader::new(read);
-    write.write_all(b"220 test.local ESMTP scripted\r\n").await?;
-    let mut current = Received { mail_from: String::new(), rcpt_to: vec![], data: vec![] };
+    // After STARTTLS the client sends EHLO again without a new greeting (RFC 3207 §4.2).
+    if greet {
+        write.write_all(b"220 test.local ESMTP scripted\r\n").await?;
+    }
+    let fresh = Received { mail_from: String::new(), rcpt_to: vec![], data: vec![], tls: secure };
+    let mut current = fresh.clone();
     let mut line = String::new();
     loop {
         line.clear();
         if lines.read_line(&mut line).await? == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let upper = line.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
-            write
-                .write_all(b"250-test.local\r\n250-8BITMIME\r\n250-AUTH PLAIN\r\n250 SIZE 30000000\r\n")
-                .await?;
+            if offer_starttls {
+                write.write_all(b"250-test.local\r\n250-STARTTLS\r\n").await?;
+            } else {
+                write.write_all(b"250-test.local\r\n").await?;
+            }
+            write.write_all(b"250-8BITMIME\r\n250-AUTH PLAIN\r\n250 SIZE 30000000\r\n").await?;
+        } else if offer_starttls && upper.starts_with("STARTTLS") {
+            write.write_all(b"220 2.0.0 ready to start TLS\r\n").await?;
+            write.flush().await?;
+            return Ok(Some(lines.into_inner().unsplit(write)));
         } else if upper.starts_with("AUTH PLAIN") {
             let mut token = line[10..].trim().to_owned();
             if token.is_empty() {
@@ -340,7 +422,7 @@ async fn session(
             loop {
                 let mut l = Vec::new();
                 if lines.read_until(b'\n', &mut l).await? == 0 {
-                    return Ok(());
+                    return Ok(None);
                 }
                 if l == b".\r\n" {
                     break;
@@ -359,7 +441,7 @@ async fn session(
             match reply {
                 DataReply::Drop => {
                     keep(data);
-                    return Ok(());
+                    return Ok(None);
                 }
                 DataReply::Hang => {
                     keep(data);
@@ -367,7 +449,7 @@ async fn session(
                 }
                 DataReply::Accept => {
                     keep(data);
-                    current = Received { mail_from: String::new(), rcpt_to: vec![], data: vec![] };
+                    current = fresh.clone();
                     write.write_all(b"250 2.0.0 queued as 42\r\n").await?;
                 }
                 DataReply::Transient => write.write_all(b"451 4.3.0 try again later\r\n").await?,
@@ -377,7 +459,7 @@ async fn session(
             write.write_all(b"250 OK\r\n").await?;
         } else if upper.starts_with("QUIT") {
             write.write_all(b"221 bye\r\n").await?;
-            return Ok(());
+            return Ok(None);
         } else {
             write.write_all(b"502 command not implemented\r\n").await?;
         }
