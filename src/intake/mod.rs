@@ -39,6 +39,20 @@ impl<'a> Source<'a> {
 }
 
 /// What a source knows about a message beyond its bytes.
+/// Message-ID, sender address and subject of a parsed message, as stored with its row.
+type Headline = (Option<String>, Option<String>, Option<String>);
+
+fn headline(parsed: &Result<parse::ParsedMail, parse::ParseError>) -> Headline {
+    match parsed {
+        Ok(p) => (
+            p.email.message_id.clone(),
+            p.email.from.as_ref().map(|f| f.address.clone()),
+            Some(p.email.subject.clone()),
+        ),
+        Err(_) => (None, None, None),
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Hints<'a> {
     /// The provider's own text of the reply without quotes or signature (Mailgun `stripped-text`,
@@ -92,14 +106,7 @@ impl Intake {
         // keep it off the async workers so one large message does not stall every request.
         let (owned, limits) = (raw.to_vec(), self.limits);
         let parsed = tokio::task::spawn_blocking(move || parse(&owned, &limits)).await?;
-        let (message_id, sender, subject) = match &parsed {
-            Ok(p) => (
-                p.email.message_id.clone(),
-                p.email.from.as_ref().map(|f| f.address.clone()),
-                Some(p.email.subject.clone()),
-            ),
-            Err(_) => (None, None, None),
-        };
+        let (message_id, sender, subject) = headline(&parsed);
         let dedupe_key = match &message_id {
             Some(id) => format!("mid:{id}"),
             None => format!("sha256:{sha256}"),
@@ -186,14 +193,7 @@ impl Intake {
         anyhow::ensure!(!raw.is_empty(), "message {id} was never downloaded (left at its source)");
         let limits = self.limits;
         let parsed = tokio::task::spawn_blocking(move || parse(&raw, &limits)).await?;
-        let (message_id, sender, subject) = match &parsed {
-            Ok(p) => (
-                p.email.message_id.clone(),
-                p.email.from.as_ref().map(|f| f.address.clone()),
-                Some(p.email.subject.clone()),
-            ),
-            Err(_) => (None, None, None),
-        };
+        let (message_id, sender, subject) = headline(&parsed);
         let disposition = self.decide(parsed, &Hints::default(), sender.clone())?;
         let outcome = self
             .store

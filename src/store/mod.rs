@@ -184,6 +184,18 @@ pub enum Disposition {
     Bounce(crate::mail::bounce::Bounce),
 }
 
+impl Disposition {
+    /// The message row's status and reason for this fate.
+    fn status(&self) -> (MessageStatus, Option<&str>) {
+        match self {
+            Disposition::Task(_) => (MessageStatus::Accepted, None),
+            Disposition::Bounce(_) => (MessageStatus::Ignored, Some("bounce")),
+            Disposition::Ignored(r) => (MessageStatus::Ignored, Some(r.as_str())),
+            Disposition::Quarantined(r) => (MessageStatus::Quarantined, Some(r.as_str())),
+        }
+    }
+}
+
 /// The outbox delivery a bounce reports on.
 #[derive(Debug, FromRow)]
 struct BouncedDelivery {
@@ -619,12 +631,7 @@ impl Store {
         }
         // A bounce is matched first, so the stored reason says what it bounced.
         let (disposition, bounced) = self.resolve_bounce(&mut tx, disposition).await?;
-        let (status, reason) = match &disposition {
-            Disposition::Task(_) => (MessageStatus::Accepted, None),
-            Disposition::Bounce(_) => (MessageStatus::Ignored, Some("bounce")),
-            Disposition::Ignored(r) => (MessageStatus::Ignored, Some(r.as_str())),
-            Disposition::Quarantined(r) => (MessageStatus::Quarantined, Some(r.as_str())),
-        };
+        let (status, reason) = disposition.status();
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO messages (received_at, source, source_key, dedupe_key, message_id, sha256,
                                    size_bytes, raw, status, reason, sender, subject)
@@ -733,12 +740,7 @@ impl Store {
             None => disposition,
         };
         let (disposition, bounced) = self.resolve_bounce(&mut tx, disposition).await?;
-        let (status, reason) = match &disposition {
-            Disposition::Task(_) => (MessageStatus::Accepted, None),
-            Disposition::Bounce(_) => (MessageStatus::Ignored, Some("bounce")),
-            Disposition::Ignored(r) => (MessageStatus::Ignored, Some(r.as_str())),
-            Disposition::Quarantined(r) => (MessageStatus::Quarantined, Some(r.as_str())),
-        };
+        let (status, reason) = disposition.status();
         sqlx::query(
             "UPDATE messages SET status = $1, reason = $2, message_id = COALESCE($3, message_id),
                                  sender = COALESCE($4, sender), subject = COALESCE($5, subject)
