@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::config::ReplyCap;
 use crate::mail::transport::Transport;
-use crate::store::{ClaimedDelivery, Store, timestamp};
+use crate::store::{CapScope, ClaimedDelivery, Store, timestamp};
 
 /// The wait after failed attempt number `attempt` (1-based): the schedule's entry, ±20 % jitter
 /// so deliveries that failed together do not retry together. `None` once the schedule is used up.
@@ -58,12 +58,14 @@ impl Outbox {
         if d.cap_exempt != 0 {
             return Ok(None);
         }
-        for (cap, what) in [(self.caps.per_recipient, "recipient"), (self.caps.per_thread, "thread")] {
-            let Some(cap) = cap else { continue };
+        let scopes = [
+            (self.caps.per_recipient, CapScope::Recipient, Some(d.envelope_to.as_str()), "recipient"),
+            (self.caps.per_thread, CapScope::Thread, d.thread_key.as_deref(), "thread"),
+        ];
+        for (cap, scope, key, what) in scopes {
+            let (Some(cap), Some(key)) = (cap, key) else { continue };
             let since = timestamp(Utc::now() - chrono::Duration::from_std(cap.window).unwrap_or_default());
-            let (to, thread) =
-                self.store.recent_deliveries(&d.envelope_to, d.thread_key.as_deref(), &since).await?;
-            let sent = if what == "recipient" { to } else { thread };
+            let sent = self.store.delivered_since(scope, key, &since).await?;
             if sent >= i64::from(cap.count) {
                 return Ok(Some(format!(
                     "held: {sent} replies to this {what} within {} s reached the cap of {}; not sent",

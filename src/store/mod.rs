@@ -254,6 +254,13 @@ pub struct TaskRow {
     pub error: Option<String>,
 }
 
+/// What a reply cap counts: replies to one address, or in one conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapScope {
+    Recipient,
+    Thread,
+}
+
 /// An address on the suppression list.
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct Suppression {
@@ -1112,33 +1119,18 @@ impl Store {
         Ok(true)
     }
 
-    /// Replies delivered since `since` (RFC 3339): to `recipient`, and in the thread `thread`.
-    pub async fn recent_deliveries(
-        &self,
-        recipient: &str,
-        thread: Option<&str>,
-        since: &str,
-    ) -> Result<(i64, i64)> {
-        let to: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM outbox WHERE envelope_to = $1 AND status = 'delivered' AND delivered_at >= $2",
-        )
-        .bind(recipient)
-        .bind(since)
-        .fetch_one(&self.reader)
-        .await?;
-        let in_thread: i64 = match thread {
-            Some(t) => {
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM outbox WHERE thread_key = $1 AND status = 'delivered' AND delivered_at >= $2",
-                )
-                .bind(t)
-                .bind(since)
-                .fetch_one(&self.reader)
-                .await?
+    /// Replies delivered at or after `since` (RFC 3339) to `recipient` when `Recipient`, or in
+    /// the conversation `key` when `Thread`.
+    pub async fn delivered_since(&self, scope: CapScope, key: &str, since: &str) -> Result<i64> {
+        let sql = match scope {
+            CapScope::Recipient => {
+                "SELECT COUNT(*) FROM outbox WHERE envelope_to = $1 AND status = 'delivered' AND delivered_at >= $2"
             }
-            None => 0,
+            CapScope::Thread => {
+                "SELECT COUNT(*) FROM outbox WHERE thread_key = $1 AND status = 'delivered' AND delivered_at >= $2"
+            }
         };
-        Ok((to, in_thread))
+        Ok(sqlx::query_scalar(sql).bind(key).bind(since).fetch_one(&self.reader).await?)
     }
 
     /// Releases a held reply: it is sent on the next pass despite the reply caps (audited as
