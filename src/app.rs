@@ -45,12 +45,12 @@ impl App {
     pub async fn build(settings: Settings) -> Result<Self> {
         let store = Store::connect(settings.database_url.expose_secret(), &settings.db).await?;
         store.migrate().await?;
-        let templates = Templates::load(&settings.templates_dir)?;
+        let templates = Arc::new(Templates::load(&settings.templates_dir)?);
         let transport = Transport::from_settings(&settings)?;
         let owner = owner_name();
         let orchestrator = Orchestrator::new(
             store.clone(),
-            templates,
+            templates.clone(),
             settings.from_address.clone(),
             owner.clone(),
             settings.lease,
@@ -71,7 +71,7 @@ impl App {
         }
         let intake = intake
             .with_list_workflow(settings.list_mail_workflow.clone())
-            .with_sender_policy(settings.sender_policy.clone());
+            .with_sender_policy(settings.sender_policy.clone(), templates);
         let outbox = Outbox::new(
             store.clone(),
             transport,

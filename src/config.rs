@@ -285,10 +285,13 @@ fn reply_cap(key: &str, text: &str) -> Result<Option<ReplyCap>> {
 }
 
 /// `SWARM_ALLOWED_SENDERS` (addresses and `@domains`), `SWARM_REQUIRE_DMARC` (default: on when
-/// an allowlist is set) and `SWARM_TRUSTED_AUTHSERV_ID`. DMARC is only known from our own
-/// receiving server's Authentication-Results for now, so requiring it without naming that server
-/// is a configuration error rather than a policy that silently refuses everyone.
+/// an allowlist is set), and how DMARC is proven: `SWARM_TRUSTED_AUTHSERV_ID` names our
+/// receiving server, whose topmost Authentication-Results is trusted; without it DMARC is
+/// verified in process against DNS (`SWARM_DNS_RESOLVER`: `system` or `ip[:port]` list,
+/// `SWARM_DNS_TIMEOUT_SECS`).
 fn sender_policy(get: &dyn Fn(&str) -> Option<String>) -> Result<crate::mail::policy::SenderPolicy> {
+    use crate::mail::auth::Authenticator;
+    use crate::mail::policy::DmarcProof;
     let allowed: Vec<String> = get("SWARM_ALLOWED_SENDERS")
         .unwrap_or_default()
         .split(',')
@@ -308,15 +311,52 @@ fn sender_policy(get: &dyn Fn(&str) -> Option<String>) -> Result<crate::mail::po
         Some("false") => false,
         Some(v) => bail!("SWARM_REQUIRE_DMARC={v:?} must be true or false"),
     };
-    let trusted_authserv_id = get("SWARM_TRUSTED_AUTHSERV_ID");
-    if require_dmarc && trusted_authserv_id.is_none() {
-        bail!(
-            "DMARC is required (SWARM_REQUIRE_DMARC, on by default with SWARM_ALLOWED_SENDERS) but \
-             SWARM_TRUSTED_AUTHSERV_ID is unset: name the authserv-id of your receiving server's \
-             Authentication-Results, or set SWARM_REQUIRE_DMARC=false"
-        );
+    let resolver = dns_resolver(get("SWARM_DNS_RESOLVER").as_deref())?;
+    let timeout = match get("SWARM_DNS_TIMEOUT_SECS") {
+        None => Duration::from_secs(5),
+        Some(v) => Duration::from_secs(
+            v.trim().parse().with_context(|| format!("SWARM_DNS_TIMEOUT_SECS={v:?} is not a number"))?,
+        ),
+    };
+    let dmarc = match (require_dmarc, get("SWARM_TRUSTED_AUTHSERV_ID")) {
+        (false, _) => None,
+        (true, Some(authserv_id)) => Some(DmarcProof::Header { authserv_id }),
+        (true, None) => Some(DmarcProof::Dns(Box::new(
+            Authenticator::new(&resolver, timeout).context("SWARM_REQUIRE_DMARC needs a DNS resolver")?,
+        ))),
+    };
+    let polite_refusal = match get("SWARM_POLITE_REFUSAL").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => bail!("SWARM_POLITE_REFUSAL={v:?} must be true or false"),
+    };
+    anyhow::ensure!(
+        !polite_refusal || (dmarc.is_some() && !allowed.is_empty()),
+        "SWARM_POLITE_REFUSAL answers only refused senders whose DMARC passed: it needs \
+         SWARM_ALLOWED_SENDERS and SWARM_REQUIRE_DMARC"
+    );
+    Ok(crate::mail::policy::SenderPolicy { allowed, dmarc, polite_refusal })
+}
+
+/// `SWARM_DNS_RESOLVER`: `system` (the default) or name servers `ip[:port]`, comma-separated
+/// (IPv6 with a port as `[::1]:53`).
+fn dns_resolver(value: Option<&str>) -> Result<crate::mail::auth::DnsResolver> {
+    use crate::mail::auth::DnsResolver;
+    let value = value.map(str::trim).unwrap_or("system");
+    if value.is_empty() || value.eq_ignore_ascii_case("system") {
+        return Ok(DnsResolver::System);
     }
-    Ok(crate::mail::policy::SenderPolicy { allowed, require_dmarc, trusted_authserv_id })
+    let servers = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<std::net::SocketAddr>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+                .with_context(|| format!("SWARM_DNS_RESOLVER entry {s:?} is not ip or ip:port"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(DnsResolver::Servers(servers))
 }
 
 /// Comma-separated secrets; empty entries ignored.
@@ -583,19 +623,45 @@ mod tests {
 
     #[test]
     fn sender_policy_settings() {
-        assert!(!settings(&[]).expect("defaults").sender_policy.require_dmarc);
-        let err = settings(&[("SWARM_ALLOWED_SENDERS", "@example.org")]).expect_err("DMARC needs a source");
-        assert!(format!("{err:#}").contains("SWARM_TRUSTED_AUTHSERV_ID"));
+        use crate::mail::auth::DnsResolver;
+        use crate::mail::policy::DmarcProof;
+        assert!(settings(&[]).expect("defaults").sender_policy.dmarc.is_none());
+        let s = settings(&[
+            ("SWARM_ALLOWED_SENDERS", "@example.org"),
+            ("SWARM_DNS_RESOLVER", "127.0.0.1:5353, ::1"),
+        ])
+        .expect("valid");
+        assert!(matches!(s.sender_policy.dmarc, Some(DmarcProof::Dns(_))), "verified in process by default");
+        let err =
+            settings(&[("SWARM_ALLOWED_SENDERS", "@example.org"), ("SWARM_DNS_RESOLVER", "dns.example")])
+                .expect_err("not an address");
+        assert!(format!("{err:#}").contains("SWARM_DNS_RESOLVER"));
+        assert_eq!(
+            dns_resolver(Some("127.0.0.1:5353, ::1")).expect("valid"),
+            DnsResolver::Servers(vec![
+                "127.0.0.1:5353".parse().expect("addr"),
+                "[::1]:53".parse().expect("addr")
+            ])
+        );
         let s = settings(&[
             ("SWARM_ALLOWED_SENDERS", "Boss@Corp.example, @example.org"),
             ("SWARM_TRUSTED_AUTHSERV_ID", "mx.ours"),
         ])
         .expect("valid");
         assert_eq!(s.sender_policy.allowed, ["boss@corp.example", "@example.org"]);
-        assert!(s.sender_policy.require_dmarc);
+        assert!(
+            matches!(&s.sender_policy.dmarc, Some(DmarcProof::Header { authserv_id }) if authserv_id == "mx.ours")
+        );
         let s = settings(&[("SWARM_ALLOWED_SENDERS", "@example.org"), ("SWARM_REQUIRE_DMARC", "false")])
             .expect("valid");
-        assert!(!s.sender_policy.require_dmarc);
+        assert!(s.sender_policy.dmarc.is_none());
+        let err = settings(&[
+            ("SWARM_ALLOWED_SENDERS", "@example.org"),
+            ("SWARM_REQUIRE_DMARC", "false"),
+            ("SWARM_POLITE_REFUSAL", "true"),
+        ])
+        .expect_err("a refusal needs an authenticated sender");
+        assert!(format!("{err:#}").contains("SWARM_REQUIRE_DMARC"));
         assert!(settings(&[("SWARM_ALLOWED_SENDERS", "nobody"), ("SWARM_REQUIRE_DMARC", "false")]).is_err());
     }
 

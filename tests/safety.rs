@@ -205,3 +205,203 @@ matrix! {
         app.stop().await;
     }
 }
+
+/// A DKIM key of `domain` (Ed25519, selector `s1`) published on `dns`; signs messages.
+struct DkimKey {
+    key: Vec<u8>,
+    domain: String,
+}
+
+impl DkimKey {
+    fn publish(dns: &support::dns::DnsServer, domain: &str) -> Self {
+        use base64::Engine;
+        use mail_auth::common::crypto::Ed25519Key;
+        let key = Ed25519Key::generate_pkcs8().expect("key");
+        let public = Ed25519Key::from_pkcs8_der(&key).expect("key").public_key();
+        let public = base64::engine::general_purpose::STANDARD.encode(public);
+        dns.txt(&format!("s1._domainkey.{domain}"), &format!("v=DKIM1; k=ed25519; p={public}"));
+        Self { key, domain: domain.to_owned() }
+    }
+
+    /// `message` with a DKIM-Signature header over From, To, Subject, Message-ID and the body.
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        use mail_auth::common::crypto::Ed25519Key;
+        use mail_auth::common::headers::HeaderWriter;
+        let key = Ed25519Key::from_pkcs8_der(&self.key).expect("key");
+        let signature = mail_auth::dkim::DkimSigner::from_key(key)
+            .domain(&self.domain)
+            .selector("s1")
+            .headers(["From", "To", "Subject", "Message-ID"])
+            .sign(message)
+            .expect("signs");
+        let mut signed = signature.to_header().into_bytes();
+        signed.extend_from_slice(message);
+        signed
+    }
+}
+
+fn order(n: usize, from: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: swarm@localhost\r\nSubject: Order {n}\r\nMessage-ID: <dns-{n}@example.org>\r\n\r\n\
+         Please approve the order by Friday.\r\n"
+    )
+    .into_bytes()
+}
+
+/// Posts `raw` and returns the outcome and its reason.
+async fn outcome(app: &TestApp, raw: &[u8], id: &str) -> (String, String) {
+    let body = json(app.post_signed(raw, id).await).await;
+    let word = body["outcome"].as_str().unwrap_or_default().to_owned();
+    (word, body["reason"].as_str().unwrap_or_default().to_owned())
+}
+
+/// No Authentication-Results to trust: the bot verifies DKIM and DMARC itself, against a real
+/// name server on 127.0.0.1 that publishes the keys and policies generated here.
+#[tokio::test]
+async fn dmarc_is_verified_in_process_against_dns() {
+    let dns = support::dns::DnsServer::start().await;
+    let ours = DkimKey::publish(&dns, "example.org");
+    dns.txt("_dmarc.example.org", "v=DMARC1; p=reject");
+    let evil = DkimKey::publish(&dns, "evil.example");
+    dns.txt("_dmarc.evil.example", "v=DMARC1; p=none");
+    let no_policy = DkimKey::publish(&dns, "nopolicy.example");
+    let resolver = dns.addr.to_string();
+    let app = TestApp::spawn(
+        support::Db::Sqlite,
+        &[
+            ("SWARM_ALLOWED_SENDERS", "@example.org,@nopolicy.example"),
+            ("SWARM_DNS_RESOLVER", &resolver),
+            ("SWARM_DNS_TIMEOUT_SECS", "2"),
+        ],
+    )
+    .await;
+
+    // Signed by the From domain, which publishes DMARC: obeyed.
+    let (word, reason) = outcome(&app, &ours.sign(&order(1, "Anna <anna@example.org>")), "msg_d1").await;
+    assert_eq!(word, "task", "{reason}");
+
+    // Changed after signing; signed by another domain (not aligned); unsigned; signed, but the
+    // domain publishes no DMARC record: stored, no task, and the reason gives the results.
+    let mut tampered = ours.sign(&order(2, "anna@example.org"));
+    let at = tampered.len() - "Friday.\r\n".len();
+    tampered.splice(at..at + 6, b"Monday".iter().copied());
+    let nopolicy_from = order(5, "ned@nopolicy.example");
+    for (n, raw, why) in [
+        (2, tampered, "body hash does not match"),
+        (3, evil.sign(&order(3, "anna@example.org")), "dkim=pass header.d=evil.example"),
+        (4, order(4, "anna@example.org"), "dkim=none"),
+        (5, no_policy.sign(&nopolicy_from), "no DMARC record"),
+    ] {
+        let (word, reason) = outcome(&app, &raw, &format!("msg_d{n}")).await;
+        assert_eq!(word, "ignored", "{n}: {reason}");
+        assert!(reason.contains("DMARC did not pass") && reason.contains(why), "{n}: {reason}");
+    }
+
+    // A sender outside the allowlist is refused without a DNS question about it.
+    let (word, reason) = outcome(&app, &evil.sign(&order(6, "eve@evil.example")), "msg_d6").await;
+    assert_eq!(word, "ignored");
+    assert!(reason.contains("SWARM_ALLOWED_SENDERS"), "{reason}");
+    assert!(!dns.queries().iter().any(|q| q.starts_with("_dmarc.evil.example")), "{:?}", dns.queries());
+
+    assert_eq!(app.store.overview(10).await.expect("overview").recent.len(), 1);
+    app.stop().await;
+}
+
+/// SPF needs the SMTP peer: SendGrid reports it (`sender_ip`, `envelope`), so an unsigned
+/// message passes DMARC through an aligned SPF pass, and fails it from an address SPF refuses.
+#[tokio::test]
+async fn spf_counts_when_the_provider_reports_the_smtp_peer() {
+    let dns = support::dns::DnsServer::start().await;
+    dns.txt("example.org", "v=spf1 ip4:192.0.2.10 -all");
+    dns.txt("_dmarc.example.org", "v=DMARC1; p=reject");
+    let resolver = dns.addr.to_string();
+    let app = TestApp::spawn(
+        support::Db::Sqlite,
+        &[
+            ("SWARM_ALLOWED_SENDERS", "@example.org"),
+            ("SWARM_DNS_RESOLVER", &resolver),
+            ("SENDGRID_INBOUND_BASIC_AUTH", "sendgrid:parse-secret"),
+        ],
+    )
+    .await;
+    let post = |n: usize, ip: &str| {
+        let raw = String::from_utf8(order(10 + n, "anna@example.org")).expect("utf-8");
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("email", &raw)
+            .append_pair("sender_ip", ip)
+            .append_pair("envelope", r#"{"to":["swarm@localhost"],"from":"bounces@example.org"}"#)
+            .finish();
+        app.http
+            .post(app.url("/inbound/sendgrid"))
+            .basic_auth("sendgrid", Some("parse-secret"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let passed = json(post(1, "192.0.2.10").await.expect("request")).await;
+    assert_eq!(passed["outcome"], "task", "{passed}");
+    let failed = json(post(2, "198.51.100.7").await.expect("request")).await;
+    assert_eq!(failed["outcome"], "ignored", "{failed}");
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("spf=fail smtp.mailfrom=example.org"), "{reason}");
+    app.stop().await;
+}
+
+/// The `.eml` files the file transport wrote so far.
+fn sent(app: &TestApp) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(app.dir.path().join("outbox")) else { return vec![] };
+    entries.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect()
+}
+
+/// `SWARM_POLITE_REFUSAL`: a sender outside the allowlist whose DMARC passed gets one short
+/// refusal; a forged or unverifiable sender, and automated mail, get nothing (no backscatter).
+#[tokio::test]
+async fn a_polite_refusal_goes_only_to_authenticated_senders() {
+    let dns = support::dns::DnsServer::start().await;
+    let outsider = DkimKey::publish(&dns, "outside.example");
+    dns.txt("_dmarc.outside.example", "v=DMARC1; p=none");
+    let resolver = dns.addr.to_string();
+    let app = TestApp::spawn(
+        support::Db::Sqlite,
+        &[
+            ("SWARM_ALLOWED_SENDERS", "@example.org"),
+            ("SWARM_DNS_RESOLVER", &resolver),
+            ("SWARM_POLITE_REFUSAL", "true"),
+        ],
+    )
+    .await;
+
+    let (word, reason) =
+        outcome(&app, &outsider.sign(&order(21, "Olga <olga@outside.example>")), "msg_r1").await;
+    assert_eq!(word, "ignored");
+    assert!(reason.contains("SWARM_ALLOWED_SENDERS") && reason.contains("polite refusal queued"), "{reason}");
+
+    // Forged (unsigned, so DMARC fails) and automated (authenticated, but an auto-reply).
+    let (_, forged) = outcome(&app, &order(22, "olga@outside.example"), "msg_r2").await;
+    assert!(!forged.contains("refusal"), "{forged}");
+    let auto = [b"Auto-Submitted: auto-replied\r\n".as_slice(), &order(23, "olga@outside.example")].concat();
+    let (_, automated) = outcome(&app, &outsider.sign(&auto), "msg_r3").await;
+    assert!(automated.contains("Auto-Submitted"), "{automated}");
+
+    let refusals = wait_until(std::time::Duration::from_secs(5), || async {
+        let files = sent(&app);
+        (!files.is_empty()).then_some(files)
+    })
+    .await
+    .expect("the refusal is sent");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(sent(&app).len(), 1, "exactly one refusal");
+    let refusal = &refusals[0];
+    for header in [
+        "To: Olga <olga@outside.example>",
+        "Subject: Re: Order 21",
+        "In-Reply-To: <dns-21@example.org>",
+        "Auto-Submitted: auto-replied",
+    ] {
+        assert!(refusal.contains(header), "{header} missing in:\n{refusal}");
+    }
+    assert!(refusal.contains("was not processed"), "{refusal}");
+    assert!(!refusal.contains("example.org,") && !refusal.contains("SWARM_"), "no policy details leak");
+    assert_eq!(app.store.overview(10).await.expect("overview").recent.len(), 0, "no task");
+    app.stop().await;
+}

@@ -38,7 +38,6 @@ impl<'a> Source<'a> {
     }
 }
 
-/// What a source knows about a message beyond its bytes.
 /// Message-ID, sender address and subject of a parsed message, as stored with its row.
 type Headline = (Option<String>, Option<String>, Option<String>);
 
@@ -53,6 +52,7 @@ fn headline(parsed: &Result<parse::ParsedMail, parse::ParseError>) -> Headline {
     }
 }
 
+/// What a source knows about a message beyond its bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Hints<'a> {
     /// The provider's own text of the reply without quotes or signature (Mailgun `stripped-text`,
@@ -65,6 +65,8 @@ pub struct Hints<'a> {
     /// A signed request that explicitly asks for a reply (task hook): the automated-mail rules of
     /// the guard do not apply; the loop rules still do.
     pub requested: bool,
+    /// The SMTP session that delivered the message to the provider (for SPF).
+    pub peer: Option<&'a crate::mail::auth::SmtpPeer>,
 }
 
 pub struct Intake {
@@ -76,16 +78,40 @@ pub struct Intake {
     list_workflow: Option<String>,
     /// Which senders are obeyed (invariant 7).
     policy: crate::mail::policy::SenderPolicy,
+    /// For the polite refusal (`refusal.txt`), when the policy sends one.
+    templates: Option<std::sync::Arc<crate::mail::compose::Templates>>,
+}
+
+/// Why a parsed message makes no task.
+enum NoTask {
+    /// Automated, list or loop mail, or nowhere to reply: never answered.
+    Guard(String),
+    /// The sender policy refused the sender: answered only by a polite refusal, when allowed.
+    Policy(String),
 }
 
 impl Intake {
     pub fn new(store: Store, limits: MimeLimits, own_address: EmailAddress, workflow: &'static str) -> Self {
-        Self { store, limits, own_address, workflow, list_workflow: None, policy: Default::default() }
+        Self {
+            store,
+            limits,
+            own_address,
+            workflow,
+            list_workflow: None,
+            policy: Default::default(),
+            templates: None,
+        }
     }
 
-    /// Obeys only senders `policy` accepts; others' mail is stored as ignored with the reason.
-    pub fn with_sender_policy(mut self, policy: crate::mail::policy::SenderPolicy) -> Self {
+    /// Obeys only senders `policy` accepts; others' mail is stored as ignored with the reason,
+    /// and answered with `templates`' `refusal.txt` when the policy asks for a polite refusal.
+    pub fn with_sender_policy(
+        mut self,
+        policy: crate::mail::policy::SenderPolicy,
+        templates: std::sync::Arc<crate::mail::compose::Templates>,
+    ) -> Self {
         self.policy = policy;
+        self.templates = Some(templates);
         self
     }
 
@@ -111,7 +137,8 @@ impl Intake {
             Some(id) => format!("mid:{id}"),
             None => format!("sha256:{sha256}"),
         };
-        let disposition = self.decide(parsed, &source.hints, sender.clone())?;
+        let verified = self.verify_sender(raw, &parsed, &source.hints).await;
+        let disposition = self.decide(parsed, &source.hints, sender.clone(), verified.as_ref())?;
         let nonce = source.nonce.map(|(nonce, keep_for)| Nonce { source: source.name, nonce, keep_for });
         let outcome = self
             .store
@@ -135,30 +162,49 @@ impl Intake {
         Ok(outcome)
     }
 
+    /// The in-process DMARC verdict when the sender policy needs one (DNS queries, so outside
+    /// any transaction). Bounces and signed task hooks are not senders to obey.
+    async fn verify_sender(
+        &self,
+        raw: &[u8],
+        parsed: &Result<parse::ParsedMail, parse::ParseError>,
+        hints: &Hints<'_>,
+    ) -> Option<crate::mail::auth::DmarcVerdict> {
+        match parsed {
+            Ok(p) if !hints.requested && p.signals.bounce.is_none() => {
+                self.policy.verify(raw, p, hints.peer).await
+            }
+            _ => None,
+        }
+    }
+
     /// The fate of a parsed message: quarantined (it did not parse), a bounce, ignored by the
-    /// guard, or a task of the right workflow.
+    /// guard, or a task of the right workflow. `verified` is the sender's DMARC verdict.
     fn decide(
         &self,
         parsed: Result<parse::ParsedMail, parse::ParseError>,
         hints: &Hints<'_>,
         sender: Option<String>,
+        verified: Option<&crate::mail::auth::DmarcVerdict>,
     ) -> Result<Disposition> {
-        // The guard's verdict, and the workflow: list mail goes to the list workflow when one opts in.
-        let verdict = |p: &parse::ParsedMail| -> Result<(EmailAddress, &str), String> {
+        // The guard's and the sender policy's verdict, and the workflow: list mail goes to the
+        // list workflow when one opts in.
+        let verdict = |p: &parse::ParsedMail| -> Result<(EmailAddress, &str), NoTask> {
             if hints.requested {
                 return Ok((
-                    guard::addressing(p, &self.own_address)?,
+                    guard::addressing(p, &self.own_address).map_err(NoTask::Guard)?,
                     hints.workflow.unwrap_or(self.workflow),
                 ));
             }
-            guard::automated(p)?;
+            guard::automated(p).map_err(NoTask::Guard)?;
             let workflow = match (guard::list_mail(p), &self.list_workflow) {
                 (Ok(()), _) => self.workflow,
                 (Err(_), Some(list_workflow)) => list_workflow.as_str(),
-                (Err(reason), None) => return Err(reason),
+                (Err(reason), None) => return Err(NoTask::Guard(reason)),
             };
-            self.policy.check(p)?;
-            Ok((guard::addressing(p, &self.own_address)?, workflow))
+            let reply_to = guard::addressing(p, &self.own_address).map_err(NoTask::Guard)?;
+            self.policy.check(p, verified).map_err(NoTask::Policy)?;
+            Ok((reply_to, workflow))
         };
         Ok(match parsed {
             Err(e) => Disposition::Quarantined(e.to_string()),
@@ -166,7 +212,8 @@ impl Intake {
                 Disposition::Bounce(p.signals.bounce.unwrap_or_default())
             }
             Ok(p) => match verdict(&p) {
-                Err(reason) => Disposition::Ignored(reason),
+                Err(NoTask::Guard(reason)) => Disposition::Ignored(reason),
+                Err(NoTask::Policy(reason)) => self.refusal(&p, verified, reason),
                 Ok((reply_to, workflow)) => {
                     let workflow = workflow.to_owned();
                     let mut email = p.email;
@@ -186,15 +233,51 @@ impl Intake {
         })
     }
 
+    /// The fate of a message from a sender the policy refused: ignored, with a polite refusal
+    /// to its authenticated From address when the policy sends those.
+    fn refusal(
+        &self,
+        p: &parse::ParsedMail,
+        verified: Option<&crate::mail::auth::DmarcVerdict>,
+        reason: String,
+    ) -> Disposition {
+        let to = p.email.from.as_ref().and_then(|f| EmailAddress::parse(&f.address).ok());
+        let (Some(templates), Some(to)) = (&self.templates, to) else {
+            return Disposition::Ignored(reason);
+        };
+        if !self.policy.refuses_politely(p, verified) {
+            return Disposition::Ignored(reason);
+        }
+        match crate::mail::compose::compose_refusal(templates, &self.own_address, &to, &p.email) {
+            Ok(reply) => {
+                let thread_key = crate::mail::compose::references(&p.email)
+                    .first()
+                    .map_or_else(|| reply.message_id.as_str().to_owned(), |id| id.as_str().to_owned());
+                Disposition::Refused {
+                    reason: format!("{reason}; polite refusal queued"),
+                    refusal: crate::store::OwnedDelivery {
+                        message_id: reply.message_id.as_str().to_owned(),
+                        envelope_from: reply.from.as_str().to_owned(),
+                        envelope_to: reply.to.as_str().to_owned(),
+                        payload: reply.bytes,
+                        thread_key,
+                    },
+                }
+            }
+            Err(e) => Disposition::Ignored(format!("{reason}; no refusal sent: {e:#}")),
+        }
+    }
+
     /// Parses a quarantined message again (with today's limits and code) and gives it its new
     /// fate; see [`Store::reprocess_message`].
     pub async fn reprocess(&self, id: i64) -> Result<Outcome> {
         let raw = self.store.message_raw(id).await?.with_context(|| format!("no message {id}"))?;
         anyhow::ensure!(!raw.is_empty(), "message {id} was never downloaded (left at its source)");
-        let limits = self.limits;
-        let parsed = tokio::task::spawn_blocking(move || parse(&raw, &limits)).await?;
+        let (bytes, limits) = (raw.clone(), self.limits);
+        let parsed = tokio::task::spawn_blocking(move || parse(&bytes, &limits)).await?;
         let (message_id, sender, subject) = headline(&parsed);
-        let disposition = self.decide(parsed, &Hints::default(), sender.clone())?;
+        let verified = self.verify_sender(&raw, &parsed, &Hints::default()).await;
+        let disposition = self.decide(parsed, &Hints::default(), sender.clone(), verified.as_ref())?;
         let outcome = self
             .store
             .reprocess_message(

@@ -2,7 +2,8 @@
 //! (RFC 3834 §5.1), our own Message-ID, and a multipart/alternative text + HTML body rendered
 //! from minijinja templates.
 //!
-//! Templates come from `SWARM_TEMPLATES_DIR` (`reply.txt`, `reply.html`); an embedded copy is used
+//! Templates come from `SWARM_TEMPLATES_DIR` (`reply.txt`, `reply.html`, and `refusal.txt` for the
+//! optional polite refusal); an embedded copy is used
 //! for any file missing there, so replies can be edited without recompiling. `.html` templates
 //! are auto-escaped. Bodies are sent quoted-printable with CRLF line endings (lettre 0.11.23 lacks
 //! the RUSTSEC-2026-0561 dot-stuffing fix for bare CR/LF).
@@ -26,6 +27,7 @@ const QUOTED_LINES: usize = 20;
 const EMBEDDED: &[(&str, &str)] = &[
     ("reply.txt", include_str!("../../templates/reply.txt")),
     ("reply.html", include_str!("../../templates/reply.html")),
+    ("refusal.txt", include_str!("../../templates/refusal.txt")),
 ];
 
 /// The reply templates, loaded once at start.
@@ -59,7 +61,7 @@ impl Templates {
         Ok(Self { env })
     }
 
-    fn render(&self, name: &str, ctx: &ReplyContent) -> Result<String> {
+    fn render(&self, name: &str, ctx: &impl Serialize) -> Result<String> {
         let template = self.env.get_template(name)?;
         template.render(ctx).with_context(|| format!("rendering template {name}"))
     }
@@ -125,6 +127,11 @@ pub struct ComposedReply {
 
 /// `Re: <subject> [#<task>]`, without stacking `Re:` prefixes or old task tags; one line.
 pub fn reply_subject(original: &str, task: TaskId) -> String {
+    format!("Re: {} [#{task}]", bare_subject(original))
+}
+
+/// The subject without `Re:`-style prefixes and task tags, on one line; `(no subject)` if empty.
+fn bare_subject(original: &str) -> String {
     let mut s = one_line(original);
     loop {
         let lower = s.to_ascii_lowercase();
@@ -137,8 +144,7 @@ pub fn reply_subject(original: &str, task: TaskId) -> String {
         }
     }
     let s = strip_task_tags(&s);
-    let s = if s.is_empty() { "(no subject)".to_owned() } else { s };
-    format!("Re: {s} [#{task}]")
+    if s.is_empty() { "(no subject)".to_owned() } else { s }
 }
 
 fn strip_task_tags(s: &str) -> String {
@@ -230,13 +236,58 @@ pub fn compose(
 ) -> Result<ComposedReply> {
     let text = crlf(&templates.render("reply.txt", content)?);
     let html = crlf(&templates.render("reply.html", content)?);
+    let (message_id, builder) = reply_builder(from, to, original, reply_subject(&original.subject, task))?;
+    let message = builder
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(quoted_printable(ContentType::TEXT_PLAIN, text)?)
+                .singlepart(quoted_printable(ContentType::TEXT_HTML, html)?),
+        )
+        .context("building the reply")?;
+    Ok(ComposedReply { message_id, from: from.clone(), to: to.clone(), bytes: message.formatted() })
+}
+
+/// What the refusal template sees.
+#[derive(Debug, Serialize)]
+struct RefusalContent<'a> {
+    subject: &'a str,
+    address: &'a str,
+}
+
+/// The polite refusal to an authenticated sender the bot does not serve (`refusal.txt`, plain
+/// text): threaded under `original`, `Auto-Submitted: auto-replied`, no task tag.
+///
+/// Errors: as [`compose`].
+pub fn compose_refusal(
+    templates: &Templates,
+    from: &EmailAddress,
+    to: &EmailAddress,
+    original: &InboundEmail,
+) -> Result<ComposedReply> {
+    let subject = bare_subject(&original.subject);
+    let content = RefusalContent { subject: &subject, address: from.as_str() };
+    let text = crlf(&templates.render("refusal.txt", &content)?);
+    let (message_id, builder) = reply_builder(from, to, original, format!("Re: {subject}"))?;
+    let message = builder
+        .singlepart(quoted_printable(ContentType::TEXT_PLAIN, text)?)
+        .context("building the refusal")?;
+    Ok(ComposedReply { message_id, from: from.clone(), to: to.clone(), bytes: message.formatted() })
+}
+
+/// The headers of every reply: From, To, Subject, a new Message-ID on our domain, Date,
+/// `Auto-Submitted: auto-replied`, `X-Loop`, and In-Reply-To/References under `original`.
+fn reply_builder(
+    from: &EmailAddress,
+    to: &EmailAddress,
+    original: &InboundEmail,
+    subject: String,
+) -> Result<(MessageId, lettre::message::MessageBuilder)> {
     let message_id = MessageId::generate(from.domain());
     let to_name = original.from.as_ref().filter(|m| m.address == to.as_str()).and_then(|m| m.name.clone());
-
     let mut builder = lettre::Message::builder()
         .from(Mailbox::new(Some("SwarmDirector".into()), from.as_str().parse().context("our From address")?))
         .to(Mailbox::new(to_name, to.as_str().parse().with_context(|| format!("reply address {to}"))?))
-        .subject(reply_subject(&original.subject, task))
+        .subject(subject)
         .message_id(Some(message_id.bracketed()))
         .date_now()
         .header(AutoSubmitted)
@@ -248,19 +299,14 @@ pub fn compose(
     if !refs.is_empty() {
         builder = builder.references(refs.iter().map(MessageId::bracketed).collect::<Vec<_>>().join(" "));
     }
-    let part = |content_type: ContentType, body: String| -> Result<SinglePart> {
-        let body = Body::new_with_encoding(body, ContentTransferEncoding::QuotedPrintable)
-            .map_err(|_| anyhow::anyhow!("body cannot be quoted-printable encoded"))?;
-        Ok(SinglePart::builder().header(content_type).body(body))
-    };
-    let message = builder
-        .multipart(
-            MultiPart::alternative()
-                .singlepart(part(ContentType::TEXT_PLAIN, text)?)
-                .singlepart(part(ContentType::TEXT_HTML, html)?),
-        )
-        .context("building the reply")?;
-    Ok(ComposedReply { message_id, from: from.clone(), to: to.clone(), bytes: message.formatted() })
+    Ok((message_id, builder))
+}
+
+/// A body part sent quoted-printable (CRLF line endings already normalized by the caller).
+fn quoted_printable(content_type: ContentType, body: String) -> Result<SinglePart> {
+    let body = Body::new_with_encoding(body, ContentTransferEncoding::QuotedPrintable)
+        .map_err(|_| anyhow::anyhow!("body cannot be quoted-printable encoded"))?;
+    Ok(SinglePart::builder().header(content_type).body(body))
 }
 
 #[cfg(test)]

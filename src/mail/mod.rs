@@ -2,6 +2,7 @@
 //! answering automated mail, quote stripping, composing threaded replies, and the transports
 //! that carry them. Never trusts a header it did not check.
 
+pub mod auth;
 pub mod bounce;
 pub mod compose;
 pub mod guard;

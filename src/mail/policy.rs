@@ -3,76 +3,130 @@
 //! - `SWARM_ALLOWED_SENDERS`: addresses (`ann@example.org`) and domains (`@example.org`); empty
 //!   means anyone.
 //! - `SWARM_REQUIRE_DMARC` (default on when an allowlist is set): the From domain must have passed
-//!   DMARC. The proof is an `Authentication-Results` header (RFC 8601) written by our own
-//!   receiving server: only the topmost such header is considered, only when its authserv-id is
-//!   `SWARM_TRUSTED_AUTHSERV_ID`, and only a `dmarc=pass` whose `header.from` is the From domain
-//!   counts. Anyone can write an Authentication-Results header lower down; the topmost one is the
-//!   last hop's, ours.
+//!   DMARC (RFC 7489). Proven one of two ways:
+//!   - in process ([`DmarcProof::Dns`]): DKIM, SPF when the SMTP peer is known, and DMARC
+//!     alignment verified against DNS by [`crate::mail::auth::Authenticator`];
+//!   - by our own receiving server ([`DmarcProof::Header`], `SWARM_TRUSTED_AUTHSERV_ID`): only the
+//!     topmost `Authentication-Results` header (RFC 8601) counts, only when its authserv-id is the
+//!     trusted one, and only a `dmarc=pass` whose `header.from` is the From domain. Anyone can
+//!     write an Authentication-Results header lower down; the topmost one is the last hop's, ours.
 //!
 //! A refused sender's message makes no task; it is stored as ignored with the reason.
 
 use crate::domain::EmailAddress;
 use crate::mail::ParsedMail;
+use crate::mail::auth::{Authenticator, DmarcVerdict, SmtpPeer};
 
 /// The configured policy.
 #[derive(Debug, Clone, Default)]
 pub struct SenderPolicy {
     /// Lower-case addresses and `@domain` entries; empty allows anyone.
     pub allowed: Vec<String>,
-    pub require_dmarc: bool,
-    /// The authserv-id of our own receiving server's Authentication-Results.
-    pub trusted_authserv_id: Option<String>,
+    /// How DMARC is proven; `None` when it is not required.
+    pub dmarc: Option<DmarcProof>,
+    /// `SWARM_POLITE_REFUSAL`: answer a refused sender once per message, but only one whose
+    /// DMARC passed (never a forged or unverifiable sender: that would be backscatter).
+    pub polite_refusal: bool,
+}
+
+/// Where the proof that the From domain passed DMARC comes from.
+#[derive(Debug, Clone)]
+pub enum DmarcProof {
+    /// The topmost Authentication-Results header, when written by this authserv-id.
+    Header { authserv_id: String },
+    /// Verified here against DNS.
+    Dns(Box<Authenticator>),
 }
 
 impl SenderPolicy {
-    /// `Ok` when the sender may be obeyed; `Err(reason)` otherwise.
-    pub fn check(&self, mail: &ParsedMail) -> Result<(), String> {
-        if self.allowed.is_empty() && !self.require_dmarc {
+    /// The lower-case From address and domain, when the From header holds a valid address.
+    fn sender(mail: &ParsedMail) -> Option<(String, String)> {
+        let from = mail.email.from.as_ref().and_then(|f| EmailAddress::parse(&f.address).ok())?;
+        Some((from.as_str().to_ascii_lowercase(), from.domain().to_ascii_lowercase()))
+    }
+
+    fn listed(&self, address: &str, domain: &str) -> bool {
+        self.allowed.is_empty()
+            || self.allowed.iter().any(|a| a == address || a.strip_prefix('@') == Some(domain))
+    }
+
+    /// Runs the in-process DMARC verification (DNS queries) when the policy asks for it and the
+    /// sender is on the allowlist; `None` otherwise. Its result goes to [`Self::check`].
+    pub async fn verify(
+        &self,
+        raw: &[u8],
+        mail: &ParsedMail,
+        peer: Option<&SmtpPeer>,
+    ) -> Option<DmarcVerdict> {
+        let Some(DmarcProof::Dns(authenticator)) = &self.dmarc else { return None };
+        let (address, domain) = Self::sender(mail)?;
+        if !self.listed(&address, &domain) && !self.polite_refusal {
+            return None;
+        }
+        Some(authenticator.dmarc(raw, peer).await)
+    }
+
+    /// Whether a sender this policy refused gets a polite refusal: the option is on, the sender
+    /// is outside the allowlist and its From domain passed DMARC.
+    pub fn refuses_politely(&self, mail: &ParsedMail, verified: Option<&DmarcVerdict>) -> bool {
+        let Some((address, domain)) = Self::sender(mail) else { return false };
+        self.polite_refusal
+            && !self.listed(&address, &domain)
+            && match &self.dmarc {
+                None => false,
+                Some(DmarcProof::Dns(_)) => matches!(verified, Some(Ok(_))),
+                Some(DmarcProof::Header { authserv_id }) => {
+                    trusted_header_passes(mail, authserv_id, &domain).is_ok()
+                }
+            }
+    }
+
+    /// `Ok` when the sender may be obeyed; `Err(reason)` otherwise. `verified` is what
+    /// [`Self::verify`] returned for this message.
+    pub fn check(&self, mail: &ParsedMail, verified: Option<&DmarcVerdict>) -> Result<(), String> {
+        if self.allowed.is_empty() && self.dmarc.is_none() {
             return Ok(());
         }
-        let from = mail
-            .email
-            .from
-            .as_ref()
-            .and_then(|f| EmailAddress::parse(&f.address).ok())
-            .ok_or_else(|| "sender policy: no valid From address".to_owned())?;
-        let address = from.as_str().to_ascii_lowercase();
-        let domain = from.domain().to_ascii_lowercase();
-        if !self.allowed.is_empty()
-            && !self.allowed.iter().any(|a| *a == address || a.strip_prefix('@') == Some(domain.as_str()))
-        {
+        let (address, domain) =
+            Self::sender(mail).ok_or_else(|| "sender policy: no valid From address".to_owned())?;
+        if !self.listed(&address, &domain) {
             return Err(format!("sender policy: {address} is not in SWARM_ALLOWED_SENDERS"));
         }
-        if self.require_dmarc {
-            let top = mail.signals.authentication_results.first();
-            let Some(trusted) = &self.trusted_authserv_id else {
-                return Err("sender policy: DMARC is required but no authserv-id is trusted".into());
-            };
-            let Some(results) = top.and_then(|h| parse_authentication_results(h)) else {
-                return Err(format!(
-                    "sender policy: no Authentication-Results from {trusted} (DMARC is required)"
-                ));
-            };
-            if !results.authserv_id.eq_ignore_ascii_case(trusted) {
-                return Err(format!(
-                    "sender policy: the topmost Authentication-Results is from {:?}, not {trusted}",
-                    results.authserv_id
-                ));
-            }
-            match results.dmarc {
-                Some((ref result, ref header_from)) if result == "pass" => {
-                    if header_from.as_deref().is_some_and(|d| !d.eq_ignore_ascii_case(&domain)) {
-                        return Err(format!(
-                            "sender policy: DMARC passed for {}, not for the From domain {domain}",
-                            header_from.as_deref().unwrap_or("")
-                        ));
-                    }
+        match &self.dmarc {
+            None => Ok(()),
+            Some(DmarcProof::Dns(_)) => match verified {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(results)) => {
+                    Err(format!("sender policy: DMARC did not pass for {domain}: {results}"))
                 }
-                Some((result, _)) => return Err(format!("sender policy: DMARC {result} for {domain}")),
-                None => return Err(format!("sender policy: no DMARC result for {domain}")),
-            }
+                None => Err(format!("sender policy: DMARC was not verified for {domain}")),
+            },
+            Some(DmarcProof::Header { authserv_id }) => trusted_header_passes(mail, authserv_id, &domain),
         }
-        Ok(())
+    }
+}
+
+/// The topmost Authentication-Results must be `trusted`'s and say `dmarc=pass` for `domain`.
+fn trusted_header_passes(mail: &ParsedMail, trusted: &str, domain: &str) -> Result<(), String> {
+    let top = mail.signals.authentication_results.first();
+    let Some(results) = top.and_then(|h| parse_authentication_results(h)) else {
+        return Err(format!("sender policy: no Authentication-Results from {trusted} (DMARC is required)"));
+    };
+    if !results.authserv_id.eq_ignore_ascii_case(trusted) {
+        return Err(format!(
+            "sender policy: the topmost Authentication-Results is from {:?}, not {trusted}",
+            results.authserv_id
+        ));
+    }
+    match results.dmarc {
+        Some((ref result, ref header_from)) if result == "pass" => match header_from {
+            Some(d) if !d.eq_ignore_ascii_case(domain) => {
+                Err(format!("sender policy: DMARC passed for {d}, not for the From domain {domain}"))
+            }
+            _ => Ok(()),
+        },
+        Some((result, _)) => Err(format!("sender policy: DMARC {result} for {domain}")),
+        None => Err(format!("sender policy: no DMARC result for {domain}")),
     }
 }
 
@@ -129,8 +183,8 @@ mod tests {
     fn policy(allowed: &[&str], dmarc: bool) -> SenderPolicy {
         SenderPolicy {
             allowed: allowed.iter().map(|s| s.to_string()).collect(),
-            require_dmarc: dmarc,
-            trusted_authserv_id: Some("mx.ours.example".into()),
+            dmarc: dmarc.then(|| DmarcProof::Header { authserv_id: "mx.ours.example".into() }),
+            polite_refusal: false,
         }
     }
 
@@ -139,37 +193,37 @@ mod tests {
 
     #[test]
     fn open_policy_allows_anyone() {
-        assert!(SenderPolicy::default().check(&mail("From: x@anywhere.example")).is_ok());
+        assert!(SenderPolicy::default().check(&mail("From: x@anywhere.example"), None).is_ok());
     }
 
     #[test]
     fn allowlist_takes_addresses_and_domains() {
         let p = policy(&["boss@corp.example", "@example.org"], false);
-        assert!(p.check(&mail("From: Ann <ann@example.org>")).is_ok());
-        assert!(p.check(&mail("From: boss@corp.example")).is_ok());
-        let err = p.check(&mail("From: eve@evil.example")).expect_err("not allowed");
+        assert!(p.check(&mail("From: Ann <ann@example.org>"), None).is_ok());
+        assert!(p.check(&mail("From: boss@corp.example"), None).is_ok());
+        let err = p.check(&mail("From: eve@evil.example"), None).expect_err("not allowed");
         assert!(err.contains("SWARM_ALLOWED_SENDERS"), "{err}");
     }
 
     #[test]
     fn dmarc_must_pass_in_the_topmost_trusted_header_for_the_from_domain() {
         let p = policy(&["@example.org"], true);
-        assert!(p.check(&mail(&format!("{PASS}\r\nFrom: ann@example.org"))).is_ok());
-        let none = p.check(&mail("From: ann@example.org")).expect_err("no proof");
+        assert!(p.check(&mail(&format!("{PASS}\r\nFrom: ann@example.org")), None).is_ok());
+        let none = p.check(&mail("From: ann@example.org"), None).expect_err("no proof");
         assert!(none.contains("no Authentication-Results"), "{none}");
         // A forged header below ours does not count; a forged one on top is not from our server.
         let forged_top = format!(
             "Authentication-Results: mx.evil.example; dmarc=pass header.from=example.org\r\n{PASS}\r\nFrom: ann@example.org"
         );
-        assert!(p.check(&mail(&forged_top)).expect_err("untrusted top").contains("mx.evil.example"));
+        assert!(p.check(&mail(&forged_top), None).expect_err("untrusted top").contains("mx.evil.example"));
         let fail = PASS.replace("dmarc=pass", "dmarc=fail");
         assert!(
-            p.check(&mail(&format!("{fail}\r\nFrom: ann@example.org")))
+            p.check(&mail(&format!("{fail}\r\nFrom: ann@example.org")), None)
                 .expect_err("fail")
                 .contains("DMARC fail")
         );
         let other = PASS.replace("header.from=example.org", "header.from=other.example");
-        assert!(p.check(&mail(&format!("{other}\r\nFrom: ann@example.org"))).is_err(), "not aligned");
+        assert!(p.check(&mail(&format!("{other}\r\nFrom: ann@example.org")), None).is_err(), "not aligned");
     }
 
     #[test]

@@ -102,8 +102,8 @@ fn smtp_transport(url: &str, settings: &Settings) -> Result<AsyncSmtpTransport<T
         Some((h, p)) => (h, p.parse::<u16>().context("SMTP_URL port is not a number")?),
         None => (host_port, if implicit_tls { 465 } else { 25 }),
     };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     anyhow::ensure!(!host.is_empty(), "SMTP_URL has no host");
-    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
     let mut tls = TlsParameters::builder(host.to_owned());
     if let Some(file) = &settings.smtp_ca_file {
         let pem = std::fs::read(file).with_context(|| format!("SMTP_CA_FILE {}", file.display()))?;
@@ -114,7 +114,7 @@ fn smtp_transport(url: &str, settings: &Settings) -> Result<AsyncSmtpTransport<T
     let tls = tls.build().context("SMTP TLS settings")?;
     let mode = if implicit_tls {
         Tls::Wrapper(tls)
-    } else if loopback || settings.smtp_allow_plaintext {
+    } else if !starttls_required(host, settings.smtp_allow_plaintext) {
         Tls::Opportunistic(tls)
     } else {
         Tls::Required(tls)
@@ -130,6 +130,14 @@ fn smtp_transport(url: &str, settings: &Settings) -> Result<AsyncSmtpTransport<T
         builder = builder.credentials(Credentials::new(decode(user)?, decode(password)?));
     }
     Ok(builder.build())
+}
+
+/// Whether an `smtp://` relay must offer STARTTLS: always, unless it is on this machine
+/// (`localhost`, 127.0.0.0/8, ::1, also written as ::ffff:127.x.y.z) or plaintext is allowed.
+fn starttls_required(host: &str, allow_plaintext: bool) -> bool {
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback());
+    !(loopback || allow_plaintext)
 }
 
 /// `%XX` decoding of URL userinfo (RFC 3986 §2.1).
@@ -177,4 +185,20 @@ async fn write_file(
         .await
         .map_err(|e| SendError::transient(format!("renaming to {}: {e}", path.display())))?;
     Ok(path.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::starttls_required;
+
+    #[test]
+    fn starttls_is_required_except_on_this_machine_or_when_allowed() {
+        for remote in ["smtp.example.org", "192.0.2.25", "2001:db8::25", "localhost.example.org"] {
+            assert!(starttls_required(remote, false), "{remote}");
+            assert!(!starttls_required(remote, true), "{remote} with SMTP_ALLOW_PLAINTEXT");
+        }
+        for local in ["localhost", "LOCALHOST", "127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
+            assert!(!starttls_required(local, false), "{local}");
+        }
+    }
 }

@@ -48,7 +48,7 @@ pub struct Orchestrator {
     store: Store,
     agents: Registry,
     workflows: Vec<Workflow>,
-    templates: Templates,
+    templates: std::sync::Arc<Templates>,
     from: EmailAddress,
     owner: String,
     lease: Duration,
@@ -73,7 +73,7 @@ struct StepResult {
 impl Orchestrator {
     pub fn new(
         store: Store,
-        templates: Templates,
+        templates: std::sync::Arc<Templates>,
         from: EmailAddress,
         owner: String,
         lease: Duration,

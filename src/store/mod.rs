@@ -182,6 +182,12 @@ pub enum Disposition {
     /// A delivery failure report: matched to the outbox delivery it names, which is marked
     /// bounced; a hard bounce puts the recipient on the suppression list. Stored as ignored.
     Bounce(crate::mail::bounce::Bounce),
+    /// A sender the policy refused, answered once: stored as ignored with `reason`, and the
+    /// refusal queued in the outbox (no task) in the same transaction.
+    Refused {
+        reason: String,
+        refusal: OwnedDelivery,
+    },
 }
 
 impl Disposition {
@@ -190,7 +196,9 @@ impl Disposition {
         match self {
             Disposition::Task(_) => (MessageStatus::Accepted, None),
             Disposition::Bounce(_) => (MessageStatus::Ignored, Some("bounce")),
-            Disposition::Ignored(r) => (MessageStatus::Ignored, Some(r.as_str())),
+            Disposition::Ignored(r) | Disposition::Refused { reason: r, .. } => {
+                (MessageStatus::Ignored, Some(r.as_str()))
+            }
             Disposition::Quarantined(r) => (MessageStatus::Quarantined, Some(r.as_str())),
         }
     }
@@ -327,6 +335,28 @@ pub struct ClaimedDelivery {
     pub thread_key: Option<String>,
     /// 1 when a person released this held reply: the reply caps do not apply.
     pub cap_exempt: i64,
+}
+
+/// [`NewDelivery`] with owned fields, for a delivery decided before its transaction.
+#[derive(Debug, Clone)]
+pub struct OwnedDelivery {
+    pub message_id: String,
+    pub envelope_from: String,
+    pub envelope_to: String,
+    pub payload: Vec<u8>,
+    pub thread_key: String,
+}
+
+impl OwnedDelivery {
+    pub fn as_new(&self) -> NewDelivery<'_> {
+        NewDelivery {
+            message_id: &self.message_id,
+            envelope_from: &self.envelope_from,
+            envelope_to: &self.envelope_to,
+            payload: &self.payload,
+            thread_key: &self.thread_key,
+        }
+    }
 }
 
 /// A reply to queue with a task's completion.
@@ -837,6 +867,21 @@ impl Store {
                 );
                 Outcome::Ignored { message, reason }
             }
+            Disposition::Refused { reason, refusal } => {
+                let delivery = self.insert_delivery(tx, None, "refusal", &refusal.as_new(), now).await?;
+                events.push(
+                    AuditEvent::new(actor, "message.ignored", format!("message:{message}"))
+                        .details(json!({"reason": reason})),
+                );
+                events.push(AuditEvent::new(actor, "refusal.queued", format!("outbox:{delivery}")).details(
+                    json!({
+                        "message": message.0,
+                        "message_id": refusal.message_id,
+                        "to": refusal.envelope_to,
+                    }),
+                ));
+                Outcome::Ignored { message, reason }
+            }
             Disposition::Quarantined(reason) => {
                 events.push(
                     AuditEvent::new(actor, "message.quarantined", format!("message:{message}"))
@@ -1047,6 +1092,34 @@ impl Store {
         self.commit_audited(tx, events).await
     }
 
+    /// Queues `d` in the outbox, due now; `kind` is `mail` (a task's reply) or `refusal`.
+    async fn insert_delivery(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        task: Option<i64>,
+        kind: &str,
+        d: &NewDelivery<'_>,
+        now: &str,
+    ) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO outbox (task_id, kind, message_id, envelope_from, envelope_to, payload,
+                                 status, next_attempt_at, created_at, thread_key)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9)
+             RETURNING id",
+        )
+        .bind(task)
+        .bind(kind)
+        .bind(d.message_id)
+        .bind(d.envelope_from)
+        .bind(d.envelope_to)
+        .bind(d.payload)
+        .bind(now)
+        .bind(now)
+        .bind(d.thread_key)
+        .fetch_one(&mut **tx)
+        .await?)
+    }
+
     /// Marks a task done and queues its reply in one transaction (invariant 4).
     ///
     /// Returns `false`, changing nothing, when `owner` no longer holds the task's lease.
@@ -1067,22 +1140,7 @@ impl Store {
         if updated == 0 {
             return Ok(false);
         }
-        let delivery: i64 = sqlx::query_scalar(
-            "INSERT INTO outbox (task_id, kind, message_id, envelope_from, envelope_to, payload,
-                                 status, next_attempt_at, created_at, thread_key)
-             VALUES ($1, 'mail', $2, $3, $4, $5, 'pending', $6, $7, $8)
-             RETURNING id",
-        )
-        .bind(task)
-        .bind(reply.message_id)
-        .bind(reply.envelope_from)
-        .bind(reply.envelope_to)
-        .bind(reply.payload)
-        .bind(&now)
-        .bind(&now)
-        .bind(reply.thread_key)
-        .fetch_one(&mut *tx)
-        .await?;
+        let delivery = self.insert_delivery(&mut tx, Some(task), "mail", &reply, &now).await?;
         let events = vec![
             AuditEvent::new("worker", "task.completed", format!("task:{task}")).task(task),
             AuditEvent::new("worker", "reply.queued", format!("outbox:{delivery}")).task(task).details(

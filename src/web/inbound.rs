@@ -362,10 +362,13 @@ pub async fn sendgrid(State(state): State<AppState>, request: Request) -> Result
     let form =
         Form::parse(content_type, body).await.map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     let raw = sendgrid::message(&form).map_err(|r| refuse(r, StatusCode::BAD_REQUEST))?;
-    accept(&state, &Source::new("sendgrid", None), &raw, StatusCode::OK, || {
-        ApiError::internal("sendgrid intake uses no nonce")
-    })
-    .await
+    let smtp_peer = sendgrid::smtp_peer(&form);
+    let source = Source {
+        hints: Hints { peer: smtp_peer.as_ref(), ..Hints::default() },
+        ..Source::new("sendgrid", None)
+    };
+    accept(&state, &source, &raw, StatusCode::OK, || ApiError::internal("sendgrid intake uses no nonce"))
+        .await
 }
 
 /// `POST /inbound/postmark`: Postmark's inbound JSON. Postmark stops retrying on 403 only.

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod fleet;
 pub mod imap;
 pub mod pg;

@@ -23,6 +23,7 @@ use p256::pkcs8::DecodePublicKey;
 
 use super::form::Form;
 use super::{FieldAttachment, FieldMessage, Rejection, unacceptable, unauthorized};
+use crate::mail::auth::SmtpPeer;
 
 pub const SIGNATURE_HEADER: &str = "x-twilio-email-event-webhook-signature";
 pub const TIMESTAMP_HEADER: &str = "x-twilio-email-event-webhook-timestamp";
@@ -142,6 +143,22 @@ pub fn message(form: &Form) -> Result<Vec<u8>, Rejection> {
         });
     }
     Ok(message.to_rfc5322("sendgrid"))
+}
+
+/// The SMTP session SendGrid received the message in: `sender_ip` and the `from` of `envelope`
+/// (`{"to":["bot@ours.example"],"from":"ann@example.org"}`). `None` without a valid `sender_ip`.
+pub fn smtp_peer(form: &Form) -> Option<SmtpPeer> {
+    let ip = form.text("sender_ip")?.trim().parse().ok()?;
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        from: Option<String>,
+    }
+    let mail_from = form
+        .text("envelope")
+        .and_then(|json| serde_json::from_str::<Envelope>(&json).ok())
+        .and_then(|e| e.from)
+        .unwrap_or_default();
+    Some(SmtpPeer { ip, mail_from: mail_from.trim().to_owned(), helo: None })
 }
 
 #[derive(Debug, serde::Deserialize)]
