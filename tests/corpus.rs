@@ -63,13 +63,17 @@ fn bounces_auto_replies_and_list_mail_get_no_reply(root: &std::path::Path) {
     let mut answered = Vec::new();
     for line in index.lines().skip(1) {
         let cols: Vec<&str> = line.split('\t').collect();
-        let (path, category) = (cols[0], cols.get(2).copied().unwrap_or(""));
+        let (path, mut category) = (cols[0], cols.get(2).copied().unwrap_or(""));
         let raw = std::fs::read(root.join(path)).expect("read");
+        // Read receipts (RFC 8098 MDNs) have no category of their own in the index.
+        if is_read_receipt(&raw) {
+            category = "receipt";
+        }
         let (class, reason) = classify(&raw, &own);
         *table.entry((category.to_owned(), class)).or_default() += 1;
         let expected = match category {
             "bounce" => Some("bounce"),
-            "autoreply" | "list" => Some("automated"),
+            "autoreply" | "list" | "receipt" => Some("automated"),
             _ => None,
         };
         let disagrees = match expected {
@@ -87,6 +91,12 @@ fn bounces_auto_replies_and_list_mail_get_no_reply(root: &std::path::Path) {
         eprintln!("{category:<12} {class:<13} {n}");
     }
     assert!(answered.is_empty(), "these would get a reply: {answered:#?}");
+}
+
+/// A `multipart/report; report-type=disposition-notification` (RFC 8098 §3) in the headers.
+fn is_read_receipt(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw).to_ascii_lowercase().replace(['"', ' ', '\t', '\r', '\n'], "");
+    text.contains("report-type=disposition-notification")
 }
 
 /// mailgun/talon's standard replies (Android, AOL, Apple Mail, Comcast, Gmail, Hotmail, iPhone,
