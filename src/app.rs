@@ -32,6 +32,8 @@ pub struct App {
     pub outbox_wake: Arc<Notify>,
     /// IMAP intake, one per configured mailbox (none unless `IMAP_URL` is set).
     pub imap: Vec<Arc<ImapIntake>>,
+    /// The LLM endpoint (unless `LLM_BASE_URL` is unset).
+    pub llm: Option<crate::agents::llm::LlmClient>,
 }
 
 /// A unique name for this process's leases.
@@ -48,18 +50,33 @@ impl App {
         let templates = Arc::new(Templates::load(&settings.templates_dir)?);
         let transport = Transport::from_settings(&settings)?;
         let owner = owner_name();
+        let llm = match &settings.llm {
+            None => None,
+            Some(llm) => Some(crate::orchestrator::workflows::Llm {
+                client: crate::agents::llm::LlmClient::new(llm.clone())?,
+                prompts: Arc::new(crate::agents::llm::Prompts::load(
+                    &settings.templates_dir.join("prompts"),
+                )?),
+            }),
+        };
+        let catalogue = match &settings.workflows_file {
+            Some(path) => crate::orchestrator::workflows::load(path, llm.as_ref())?,
+            None => crate::orchestrator::workflows::builtin(llm.as_ref()),
+        };
         let orchestrator = Orchestrator::new(
             store.clone(),
             templates.clone(),
             settings.from_address.clone(),
             owner.clone(),
             settings.lease,
-        );
+            &catalogue,
+            settings.budget,
+        )?;
         let intake = Intake::new(
             store.clone(),
             settings.mime_limits,
             settings.from_address.clone(),
-            orchestrator.default_workflow(),
+            catalogue.router.clone(),
         );
         if let Some(w) = &settings.list_mail_workflow
             && !orchestrator.workflow_names().contains(w)
@@ -107,6 +124,7 @@ impl App {
             task_wake: Arc::new(Notify::new()),
             outbox_wake: Arc::new(Notify::new()),
             imap,
+            llm: llm.map(|l| l.client),
         })
     }
 
@@ -162,6 +180,7 @@ impl Application {
             app.task_wake.clone(),
         )?;
         state.imap_max_age = s.imap.first().map(|i| i.health_max_age);
+        state.llm = app.llm.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
         let poll = s.poll_interval;
 

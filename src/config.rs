@@ -425,6 +425,47 @@ pub struct Settings {
     /// Which senders are obeyed (`SWARM_ALLOWED_SENDERS`, `SWARM_REQUIRE_DMARC`,
     /// `SWARM_TRUSTED_AUTHSERV_ID`).
     pub sender_policy: crate::mail::policy::SenderPolicy,
+    /// The OpenAI-compatible endpoint (`LLM_*`); `None` runs the local agents only.
+    pub llm: Option<crate::agents::llm::LlmSettings>,
+    /// `SWARM_WORKFLOWS`: the workflows TOML file; unset uses the built-in workflows.
+    pub workflows_file: Option<PathBuf>,
+    /// `SWARM_TASK_BUDGET_TOKENS` / `SWARM_TASK_BUDGET_USD` (0 or unset: no limit).
+    pub budget: crate::orchestrator::Budget,
+}
+
+/// `LLM_BASE_URL` (unset: no LLM), `LLM_API_KEY`, `LLM_MODEL`, `LLM_TIMEOUT_SECS`,
+/// `LLM_RETRIES`, `LLM_RETRY_BACKOFF_MS`, `LLM_BREAKER_FAILURES`, `LLM_BREAKER_COOLDOWN_SECS`,
+/// `LLM_PRICES` (`model=input/output` USD per million tokens, comma-separated).
+fn llm_settings(
+    get: &dyn Fn(&str) -> Option<String>,
+    number: &dyn Fn(&str, u64) -> Result<u64>,
+) -> Result<Option<crate::agents::llm::LlmSettings>> {
+    let Some(base_url) = get("LLM_BASE_URL") else { return Ok(None) };
+    anyhow::ensure!(
+        base_url.starts_with("http://") || base_url.starts_with("https://"),
+        "LLM_BASE_URL={base_url:?} must be an http:// or https:// URL (the API base, e.g. https://api.openai.com/v1)"
+    );
+    let mut prices = std::collections::HashMap::new();
+    for entry in get("LLM_PRICES").unwrap_or_default().split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let parsed = entry.rsplit_once('=').and_then(|(model, price)| {
+            let (input, output) = price.split_once('/')?;
+            Some((model.trim().to_owned(), (input.trim().parse().ok()?, output.trim().parse().ok()?)))
+        });
+        let (model, price): (String, (f64, f64)) = parsed
+            .with_context(|| format!("LLM_PRICES entry {entry:?} must look like gpt-4o-mini=0.15/0.60"))?;
+        prices.insert(model, price);
+    }
+    Ok(Some(crate::agents::llm::LlmSettings {
+        base_url: base_url.trim_end_matches('/').to_owned(),
+        api_key: get("LLM_API_KEY").map(SecretString::from),
+        model: get("LLM_MODEL").unwrap_or_else(|| "gpt-4o-mini".to_owned()),
+        timeout: Duration::from_secs(number("LLM_TIMEOUT_SECS", 60)?),
+        retries: number("LLM_RETRIES", 2)? as usize,
+        backoff: Duration::from_millis(number("LLM_RETRY_BACKOFF_MS", 500)?),
+        breaker_failures: number("LLM_BREAKER_FAILURES", 5)? as u32,
+        breaker_cooldown: Duration::from_secs(number("LLM_BREAKER_COOLDOWN_SECS", 60)?),
+        prices,
+    }))
 }
 
 impl Settings {
@@ -521,6 +562,21 @@ impl Settings {
             imap: imap_settings(&get)?,
             list_mail_workflow: get("SWARM_LIST_MAIL_WORKFLOW"),
             sender_policy: sender_policy(&get)?,
+            llm: llm_settings(&get, &number)?,
+            workflows_file: get("SWARM_WORKFLOWS").map(PathBuf::from),
+            budget: crate::orchestrator::Budget {
+                max_tokens: Some(number("SWARM_TASK_BUDGET_TOKENS", 0)?).filter(|n| *n > 0),
+                max_cost_usd: match get("SWARM_TASK_BUDGET_USD") {
+                    None => None,
+                    Some(v) => Some(
+                        v.parse::<f64>()
+                            .ok()
+                            .filter(|x| x.is_finite() && *x >= 0.0)
+                            .with_context(|| format!("SWARM_TASK_BUDGET_USD={v:?} is not an amount"))?,
+                    )
+                    .filter(|x| *x > 0.0),
+                },
+            },
             inbound: InboundSettings {
                 mailgun_signing_key: get("MAILGUN_SIGNING_KEY").map(SecretString::from),
                 mailgun_tolerance: Duration::from_secs(number("MAILGUN_TIMESTAMP_TOLERANCE_SECS", 300)?),

@@ -39,6 +39,7 @@ async fn accept(store: &Store, n: usize) -> Outcome {
                 subject: "hi".into(),
                 workflow: "default".into(),
                 input: "{}".into(),
+                follow_up: Default::default(),
             }),
             None,
         )

@@ -4,12 +4,14 @@
 //!
 //! The local agents need no network, are deterministic and say why they concluded what they did.
 
+pub mod llm;
 pub mod local;
 pub mod text;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -27,6 +29,41 @@ pub struct TaskContext<'a> {
     pub received_at: DateTime<Utc>,
     /// Outputs of the steps already finished, by agent name.
     pub outputs: &'a BTreeMap<String, Value>,
+    /// The workflows a director may choose from: name and description.
+    pub workflows: &'a [(String, String)],
+    /// Earlier exchanges of this conversation, oldest first (empty unless a follow-up).
+    pub conversation: &'a [Turn],
+}
+
+/// One earlier exchange of a conversation: what the sender wrote and what we answered.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Turn {
+    pub task: i64,
+    pub from: String,
+    pub subject: String,
+    /// The new text of that message, at most 4 KiB.
+    pub text: String,
+    /// Our reply's summary and draft, as lines.
+    pub reply: Vec<String>,
+}
+
+/// What a model call cost: recorded with the step, summed per task, checked against budgets.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Usage {
+    pub model: String,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    /// USD, when the model has a price (`LLM_PRICES`).
+    pub cost_usd: Option<f64>,
+    /// HTTP calls, retries included.
+    pub calls: u32,
+}
+
+/// An agent's JSON output and, for LLM agents, what producing it cost.
+#[derive(Debug, Clone)]
+pub struct AgentOutput {
+    pub value: Value,
+    pub usage: Option<Usage>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +72,23 @@ pub enum AgentError {
     Input(String),
     #[error("{0}")]
     Failed(String),
+    /// The model could not be reached (circuit open, timeouts, 5xx after retries): the step's
+    /// fallback runs.
+    #[error("LLM unavailable: {0}")]
+    Unavailable(String),
+    /// The model answered, but not with the output asked for; its tokens were still spent.
+    #[error("{message}")]
+    BadOutput { message: String, usage: Usage },
+}
+
+impl AgentError {
+    /// Tokens spent before failing.
+    pub fn usage(&self) -> Option<&Usage> {
+        match self {
+            AgentError::BadOutput { usage, .. } => Some(usage),
+            _ => None,
+        }
+    }
 }
 
 pub trait Agent: Send + Sync {
@@ -44,8 +98,12 @@ pub trait Agent: Send + Sync {
     fn title(&self) -> &'static str;
     /// The input this agent reads from the task; stored with the step.
     fn input(&self, task: &TaskContext<'_>) -> Value;
+    /// The model an LLM agent calls; `None` for local agents.
+    fn model(&self) -> Option<&str> {
+        None
+    }
     /// Runs on `input`, returning this agent's JSON output.
-    fn run<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<Value, AgentError>>;
+    fn run<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<AgentOutput, AgentError>>;
     /// Human-readable lines for the reply, from this agent's output.
     fn describe(&self, output: &Value) -> Vec<String>;
 }
@@ -75,11 +133,13 @@ impl<T: LocalAgent> Agent for T {
         serde_json::to_value(LocalAgent::input(self, task)).unwrap_or(Value::Null)
     }
 
-    fn run<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<Value, AgentError>> {
+    fn run<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<AgentOutput, AgentError>> {
         Box::pin(async move {
             let input: T::Input =
                 serde_json::from_value(input.clone()).map_err(|e| AgentError::Input(e.to_string()))?;
-            serde_json::to_value(LocalAgent::run(self, input)).map_err(|e| AgentError::Failed(e.to_string()))
+            let value = serde_json::to_value(LocalAgent::run(self, input))
+                .map_err(|e| AgentError::Failed(e.to_string()))?;
+            Ok(AgentOutput { value, usage: None })
         })
     }
 
@@ -91,25 +151,14 @@ impl<T: LocalAgent> Agent for T {
     }
 }
 
-/// The agents this build knows, by name.
-pub struct Registry {
-    agents: BTreeMap<&'static str, Box<dyn Agent>>,
-}
-
-impl Registry {
-    /// All local agents.
-    pub fn local() -> Self {
-        let list: Vec<Box<dyn Agent>> = vec![
-            Box::new(local::Triage),
-            Box::new(local::Summarize),
-            Box::new(local::ActionItems),
-            Box::new(local::Attachments),
-            Box::new(local::ExecSummary),
-        ];
-        Self { agents: list.into_iter().map(|a| (a.name(), a)).collect() }
-    }
-
-    pub fn get(&self, name: &str) -> Option<&dyn Agent> {
-        self.agents.get(name).map(|a| a.as_ref())
-    }
+/// The local agents, by name.
+pub fn local_agents() -> BTreeMap<&'static str, Arc<dyn Agent>> {
+    let list: Vec<Arc<dyn Agent>> = vec![
+        Arc::new(local::Triage),
+        Arc::new(local::Summarize),
+        Arc::new(local::ActionItems),
+        Arc::new(local::Attachments),
+        Arc::new(local::ExecSummary),
+    ];
+    list.into_iter().map(|a| (a.name(), a)).collect()
 }

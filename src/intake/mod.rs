@@ -73,7 +73,8 @@ pub struct Intake {
     store: Store,
     limits: MimeLimits,
     own_address: EmailAddress,
-    workflow: &'static str,
+    /// Picks the workflow of a new task (rules, director, default).
+    router: crate::orchestrator::workflows::Router,
     /// The workflow list and bulk mail goes to; `None` (the default) ignores such mail.
     list_workflow: Option<String>,
     /// Which senders are obeyed (invariant 7).
@@ -91,12 +92,17 @@ enum NoTask {
 }
 
 impl Intake {
-    pub fn new(store: Store, limits: MimeLimits, own_address: EmailAddress, workflow: &'static str) -> Self {
+    pub fn new(
+        store: Store,
+        limits: MimeLimits,
+        own_address: EmailAddress,
+        router: crate::orchestrator::workflows::Router,
+    ) -> Self {
         Self {
             store,
             limits,
             own_address,
-            workflow,
+            router,
             list_workflow: None,
             policy: Default::default(),
             templates: None,
@@ -189,17 +195,18 @@ impl Intake {
     ) -> Result<Disposition> {
         // The guard's and the sender policy's verdict, and the workflow: list mail goes to the
         // list workflow when one opts in.
-        let verdict = |p: &parse::ParsedMail| -> Result<(EmailAddress, &str), NoTask> {
+        let routed = |p: &parse::ParsedMail| self.router.route(&p.email, &self.own_address).0;
+        let verdict = |p: &parse::ParsedMail| -> Result<(EmailAddress, String), NoTask> {
             if hints.requested {
                 return Ok((
                     guard::addressing(p, &self.own_address).map_err(NoTask::Guard)?,
-                    hints.workflow.unwrap_or(self.workflow),
+                    hints.workflow.map_or_else(|| routed(p), str::to_owned),
                 ));
             }
             guard::automated(p).map_err(NoTask::Guard)?;
             let workflow = match (guard::list_mail(p), &self.list_workflow) {
-                (Ok(()), _) => self.workflow,
-                (Err(_), Some(list_workflow)) => list_workflow.as_str(),
+                (Ok(()), _) => routed(p),
+                (Err(_), Some(list_workflow)) => list_workflow.clone(),
                 (Err(reason), None) => return Err(NoTask::Guard(reason)),
             };
             let reply_to = guard::addressing(p, &self.own_address).map_err(NoTask::Guard)?;
@@ -215,18 +222,22 @@ impl Intake {
                 Err(NoTask::Guard(reason)) => Disposition::Ignored(reason),
                 Err(NoTask::Policy(reason)) => self.refusal(&p, verified, reason),
                 Ok((reply_to, workflow)) => {
-                    let workflow = workflow.to_owned();
                     let mut email = p.email;
                     if let Some(text) = hints.new_text.map(str::trim).filter(|t| !t.is_empty()) {
                         email.new_text = text.replace("\r\n", "\n");
                     }
                     email.metadata = hints.metadata.cloned();
+                    let follow_up = crate::store::FollowUpHints {
+                        references: email.references.iter().chain(&email.in_reply_to).cloned().collect(),
+                        tag: crate::mail::compose::task_tag(&email.subject),
+                    };
                     Disposition::Task(NewTask {
                         sender: sender.unwrap_or_default(),
                         reply_to: reply_to.into(),
                         subject: email.subject.clone(),
                         workflow,
                         input: serde_json::to_string(&email)?,
+                        follow_up,
                     })
                 }
             },

@@ -147,6 +147,15 @@ fn bare_subject(original: &str) -> String {
     if s.is_empty() { "(no subject)".to_owned() } else { s }
 }
 
+/// The task id of the last `[#<digits>]` tag in a subject, as our replies carry it.
+pub fn task_tag(subject: &str) -> Option<i64> {
+    subject.rmatch_indices("[#").find_map(|(at, _)| {
+        let after = &subject[at + 2..];
+        let digits = after.chars().take_while(char::is_ascii_digit).count();
+        (digits > 0 && after[digits..].starts_with(']')).then(|| after[..digits].parse().ok()).flatten()
+    })
+}
+
 fn strip_task_tags(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
@@ -320,6 +329,13 @@ mod tests {
         assert_eq!(reply_subject("", TaskId(7)), "Re: (no subject) [#7]");
         assert_eq!(reply_subject("Line\r\nBcc: x@y", TaskId(1)), "Re: Line Bcc: x@y [#1]");
         assert_eq!(reply_subject("Array [#x] and [#12]", TaskId(2)), "Re: Array [#x] and [#2]");
+    }
+
+    #[test]
+    fn task_tags_are_read_from_subjects() {
+        assert_eq!(task_tag("Re: Budget [#12]"), Some(12));
+        assert_eq!(task_tag("Re: [#x] Budget [#3] and [#4]"), Some(4));
+        assert_eq!(task_tag("Budget [#] [12]"), None);
     }
 
     fn email(refs: usize) -> InboundEmail {

@@ -100,14 +100,14 @@ const CLAIM_TASK_SQLITE: &str = "UPDATE tasks
      WHERE id = (SELECT id FROM tasks
                  WHERE status = 'queued' OR (status = 'running' AND lease_until < $3)
                  ORDER BY id LIMIT 1)
-     RETURNING id, attempts, created_at, workflow, sender, reply_to, subject, input";
+     RETURNING id, attempts, created_at, workflow, sender, reply_to, subject, input, conversation_id";
 const CLAIM_TASK_POSTGRES: &str = "UPDATE tasks
      SET status = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1,
          started_at = COALESCE(started_at, $3), updated_at = $3
      WHERE id = (SELECT id FROM tasks
                  WHERE status = 'queued' OR (status = 'running' AND lease_until < $3)
                  ORDER BY id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED)
-     RETURNING id, attempts, created_at, workflow, sender, reply_to, subject, input";
+     RETURNING id, attempts, created_at, workflow, sender, reply_to, subject, input, conversation_id";
 const CLAIM_DELIVERY_SQLITE: &str = "UPDATE outbox
      SET status = 'sending', lease_owner = $1, lease_until = $2, attempts = attempts + 1
      WHERE id = (SELECT id FROM outbox
@@ -204,6 +204,13 @@ impl Disposition {
     }
 }
 
+/// What [`Store::follow_up`] found.
+enum FollowUp {
+    New,
+    Joins { conversation: i64, follows: i64 },
+    NotJoined { task: i64, why: String },
+}
+
 /// The outbox delivery a bounce reports on.
 #[derive(Debug, FromRow)]
 struct BouncedDelivery {
@@ -220,6 +227,20 @@ pub struct NewTask {
     pub workflow: String,
     /// JSON of the parsed email the agents work on.
     pub input: String,
+    /// What may make it a follow-up of an earlier task.
+    pub follow_up: FollowUpHints,
+}
+
+/// How a message may continue an earlier task's conversation: it answers one of our replies
+/// (a Message-ID in In-Reply-To/References) or carries a task's `[#id]` tag. It joins only when
+/// its sender is that task's sender; anyone else's mail starts its own task, so a leaked or
+/// guessed tag cannot read or steer someone else's conversation.
+#[derive(Debug, Clone, Default)]
+pub struct FollowUpHints {
+    /// In-Reply-To then References, bare Message-IDs.
+    pub references: Vec<String>,
+    /// The `[#id]` in the subject.
+    pub tag: Option<i64>,
 }
 
 /// A signed request's replay key, stored with the message in one transaction.
@@ -243,6 +264,19 @@ pub struct ClaimedTask {
     pub reply_to: String,
     pub subject: String,
     pub input: String,
+    /// The first task of the conversation this one continues (a follow-up); `None` otherwise.
+    pub conversation_id: Option<i64>,
+}
+
+/// `SELECT <the columns of a [`TaskRow`]> FROM tasks <rest>`, as one static statement.
+macro_rules! select_task_rows {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, message_id, created_at, updated_at, sender, reply_to, subject, workflow, status, \
+             attempts, started_at, finished_at, error, conversation_id, follows FROM tasks ",
+            $rest
+        )
+    };
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]
@@ -260,6 +294,8 @@ pub struct TaskRow {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub error: Option<String>,
+    pub conversation_id: Option<i64>,
+    pub follows: Option<i64>,
 }
 
 /// What a reply cap counts: replies to one address, or in one conversation.
@@ -293,6 +329,9 @@ pub struct StepRow {
     pub started_at: String,
     pub finished_at: Option<String>,
     pub duration_ms: Option<i64>,
+    pub tokens_in: Option<i64>,
+    pub tokens_out: Option<i64>,
+    pub cost_usd: Option<f64>,
 }
 
 fn as_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
@@ -513,6 +552,8 @@ async fn append_to_chain(conn: &mut AnyConnection, dialect: Dialect, events: Vec
 pub struct NewStep<'a> {
     pub position: usize,
     pub agent: &'a str,
+    /// The model an LLM step calls.
+    pub model: Option<&'a str>,
     pub input: &'a Value,
 }
 
@@ -524,6 +565,8 @@ pub struct StepOutcome<'a> {
     /// The JSON output, or the error.
     pub outcome: Result<&'a Value, &'a str>,
     pub duration_ms: u64,
+    /// Tokens and cost of an LLM step (spent even when it failed).
+    pub usage: Option<&'a crate::agents::Usage>,
 }
 
 impl Store {
@@ -839,10 +882,15 @@ impl Store {
     ) -> Result<Outcome> {
         let outcome = match disposition {
             Disposition::Task(t) => {
+                let joined = self.follow_up(tx, &t).await?;
+                let (conversation, follows) = match &joined {
+                    FollowUp::Joins { conversation, follows } => (Some(*conversation), Some(*follows)),
+                    _ => (None, None),
+                };
                 let task: i64 = sqlx::query_scalar(
                     "INSERT INTO tasks (message_id, created_at, updated_at, sender, reply_to, subject,
-                                        workflow, input, status)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued')
+                                        workflow, input, status, conversation_id, follows)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10)
                      RETURNING id",
                 )
                 .bind(message.0)
@@ -853,11 +901,26 @@ impl Store {
                 .bind(&t.subject)
                 .bind(&t.workflow)
                 .bind(&t.input)
+                .bind(conversation)
+                .bind(follows)
                 .fetch_one(&mut **tx)
                 .await?;
-                events.push(AuditEvent::new(actor, "task.created", format!("task:{task}")).task(task).details(
-                    json!({"message": message.0, "workflow": t.workflow, "sender": t.sender, "subject": t.subject}),
-                ));
+                let mut details = json!({"message": message.0, "workflow": t.workflow, "sender": t.sender, "subject": t.subject});
+                match joined {
+                    FollowUp::Joins { conversation, follows } => {
+                        details["conversation"] = json!(conversation);
+                        details["follows"] = json!(follows);
+                    }
+                    FollowUp::NotJoined { task, why } => {
+                        details["not_joined"] = json!({"task": task, "reason": why});
+                    }
+                    FollowUp::New => {}
+                }
+                events.push(
+                    AuditEvent::new(actor, "task.created", format!("task:{task}"))
+                        .task(task)
+                        .details(details),
+                );
                 Outcome::Task { message, task: TaskId(task) }
             }
             Disposition::Ignored(reason) => {
@@ -896,6 +959,68 @@ impl Store {
             self.record_bounce(tx, actor, message, &bounce, &delivery, events).await?;
         }
         Ok(outcome)
+    }
+
+    /// Whether a new task continues an earlier one (see [`FollowUpHints`]): the newest of our
+    /// replies it answers, else its `[#id]` tag, names the candidate; it joins that conversation
+    /// only when the sender is the candidate's sender.
+    async fn follow_up(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        t: &NewTask,
+    ) -> Result<FollowUp> {
+        let mut candidate: Option<i64> = None;
+        for id in t.follow_up.references.iter().rev() {
+            candidate = sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT task_id FROM outbox WHERE message_id = $1 AND task_id IS NOT NULL",
+            )
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .flatten();
+            if candidate.is_some() {
+                break;
+            }
+        }
+        let Some(earlier) = candidate.or(t.follow_up.tag) else { return Ok(FollowUp::New) };
+        let row: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT sender, conversation_id FROM tasks WHERE id = $1")
+                .bind(earlier)
+                .fetch_optional(&mut **tx)
+                .await?;
+        Ok(match row {
+            None => FollowUp::New,
+            Some((sender, conversation)) if sender.eq_ignore_ascii_case(&t.sender) => {
+                FollowUp::Joins { conversation: conversation.unwrap_or(earlier), follows: earlier }
+            }
+            Some(_) => {
+                FollowUp::NotJoined { task: earlier, why: "the sender is not that task's sender".into() }
+            }
+        })
+    }
+
+    /// The tasks of conversation `conversation` created before `before`, oldest first: their
+    /// input (the parsed email) and the output of each finished step, by agent.
+    pub async fn conversation(
+        &self,
+        conversation: i64,
+        before: i64,
+    ) -> Result<Vec<(TaskRow, String, Vec<StepRow>)>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE (id = $1 OR conversation_id = $1) AND id < $2 ORDER BY id",
+        )
+        .bind(conversation)
+        .bind(before)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut turns = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (Some(task), Some(input)) = (self.task(id).await?, self.task_input(id).await?) else {
+                continue;
+            };
+            turns.push((task, input, self.task_steps(id).await?));
+        }
+        Ok(turns)
     }
 
     /// The delivery a bounce names: one of ours whose Message-ID the bounce quotes, preferring
@@ -1040,23 +1165,22 @@ impl Store {
         let mut events = Vec::with_capacity(steps.len());
         for s in steps {
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO task_steps (task_id, attempt, position, agent, input, status, started_at)
-                 VALUES ($1, $2, $3, $4, $5, 'running', $6)
+                "INSERT INTO task_steps (task_id, attempt, position, agent, model, input, status, started_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'running', $7)
                  RETURNING id",
             )
             .bind(task)
             .bind(attempt)
             .bind(s.position as i64)
             .bind(s.agent)
+            .bind(s.model)
             .bind(s.input.to_string())
             .bind(&now)
             .fetch_one(&mut *tx)
             .await?;
-            events.push(
-                AuditEvent::new("worker", "step.started", format!("step:{id}"))
-                    .task(task)
-                    .details(json!({"agent": s.agent, "position": s.position, "attempt": attempt})),
-            );
+            events.push(AuditEvent::new("worker", "step.started", format!("step:{id}")).task(task).details(
+                json!({"agent": s.agent, "model": s.model, "position": s.position, "attempt": attempt}),
+            ));
             ids.push(id);
         }
         self.commit_audited(tx, events).await?;
@@ -1073,23 +1197,54 @@ impl Store {
                 Ok(v) => (StepStatus::Ok, Some(v.to_string()), None),
                 Err(e) => (StepStatus::Failed, None, Some(e)),
             };
+            let usage = o.usage;
             sqlx::query(
-                "UPDATE task_steps SET status = $1, output = $2, error = $3, finished_at = $4, duration_ms = $5
-                 WHERE id = $6",
+                "UPDATE task_steps SET status = $1, output = $2, error = $3, finished_at = $4, duration_ms = $5,
+                                       model = COALESCE($6, model), tokens_in = $7, tokens_out = $8, cost_usd = $9
+                 WHERE id = $10",
             )
             .bind(status.as_str())
             .bind(output)
             .bind(error)
             .bind(&now)
             .bind(o.duration_ms as i64)
+            .bind(usage.map(|u| u.model.as_str()))
+            .bind(usage.map(|u| u.tokens_in as i64))
+            .bind(usage.map(|u| u.tokens_out as i64))
+            .bind(usage.and_then(|u| u.cost_usd))
             .bind(o.step)
             .execute(&mut *tx)
             .await?;
-            events.push(AuditEvent::new("worker", "step.finished", format!("step:{}", o.step)).task(task).details(
-                json!({"agent": o.agent, "status": status.as_str(), "duration_ms": o.duration_ms, "error": error}),
-            ));
+            let mut details = json!({"agent": o.agent, "status": status.as_str(), "duration_ms": o.duration_ms, "error": error});
+            if let Some(u) = usage {
+                details["model"] = json!(u.model);
+                details["tokens_in"] = json!(u.tokens_in);
+                details["tokens_out"] = json!(u.tokens_out);
+                details["cost_usd"] = json!(u.cost_usd);
+                details["calls"] = json!(u.calls);
+            }
+            events.push(
+                AuditEvent::new("worker", "step.finished", format!("step:{}", o.step))
+                    .task(task)
+                    .details(details),
+            );
         }
         self.commit_audited(tx, events).await
+    }
+
+    /// Sets the workflow a director chose for `task`, audited with the reason.
+    pub async fn route_task(&self, task: i64, workflow: &str, reason: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE tasks SET workflow = $1, updated_at = $2 WHERE id = $3")
+            .bind(workflow)
+            .bind(now())
+            .bind(task)
+            .execute(&mut *tx)
+            .await?;
+        let event = AuditEvent::new("worker", "task.routed", format!("task:{task}"))
+            .task(task)
+            .details(json!({"workflow": workflow, "reason": reason}));
+        self.commit_audited(tx, vec![event]).await
     }
 
     /// Queues `d` in the outbox, due now; `kind` is `mail` (a task's reply) or `refusal`.
@@ -1124,6 +1279,18 @@ impl Store {
     ///
     /// Returns `false`, changing nothing, when `owner` no longer holds the task's lease.
     pub async fn complete_task(&self, task: i64, owner: &str, reply: NewDelivery<'_>) -> Result<bool> {
+        self.complete_task_with(task, owner, reply, Value::Null).await
+    }
+
+    /// [`Self::complete_task`], with `details` (workflow, LLM totals) in its `task.completed`
+    /// audit record.
+    pub async fn complete_task_with(
+        &self,
+        task: i64,
+        owner: &str,
+        reply: NewDelivery<'_>,
+        details: Value,
+    ) -> Result<bool> {
         let now = now();
         let mut tx = self.begin().await?;
         let updated = sqlx::query(
@@ -1142,7 +1309,7 @@ impl Store {
         }
         let delivery = self.insert_delivery(&mut tx, Some(task), "mail", &reply, &now).await?;
         let events = vec![
-            AuditEvent::new("worker", "task.completed", format!("task:{task}")).task(task),
+            AuditEvent::new("worker", "task.completed", format!("task:{task}")).task(task).details(details),
             AuditEvent::new("worker", "reply.queued", format!("outbox:{delivery}")).task(task).details(
                 json!({"message_id": reply.message_id, "to": reply.envelope_to, "size_bytes": reply.payload.len()}),
             ),
@@ -1459,14 +1626,8 @@ impl Store {
             sqlx::query_as("SELECT source, MAX(received_at) FROM messages GROUP BY source ORDER BY source")
                 .fetch_all(db)
                 .await?;
-        let recent = sqlx::query_as(
-            "SELECT id, message_id, created_at, updated_at, sender, reply_to, subject, workflow, status,
-                    attempts, started_at, finished_at, error
-             FROM tasks ORDER BY id DESC LIMIT $1",
-        )
-        .bind(recent)
-        .fetch_all(db)
-        .await?;
+        let recent =
+            sqlx::query_as(select_task_rows!("ORDER BY id DESC LIMIT $1")).bind(recent).fetch_all(db).await?;
         let mailboxes = self.mailbox_states().await?;
         Ok(Overview {
             tasks_by_status,
@@ -1480,14 +1641,7 @@ impl Store {
     }
 
     pub async fn task(&self, id: i64) -> Result<Option<TaskRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, message_id, created_at, updated_at, sender, reply_to, subject, workflow, status,
-                    attempts, started_at, finished_at, error
-             FROM tasks WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.reader)
-        .await?)
+        Ok(sqlx::query_as(select_task_rows!("WHERE id = $1")).bind(id).fetch_optional(&self.reader).await?)
     }
 
     /// The task's input as stored: the parsed email JSON ([`crate::mail::InboundEmail`]).
@@ -1501,7 +1655,7 @@ impl Store {
     pub async fn task_steps(&self, task: i64) -> Result<Vec<StepRow>> {
         Ok(sqlx::query_as(
             "SELECT id, attempt, position, agent, model, status, input, output, error, started_at,
-                    finished_at, duration_ms
+                    finished_at, duration_ms, tokens_in, tokens_out, cost_usd
              FROM task_steps WHERE task_id = $1 ORDER BY id",
         )
         .bind(task)

@@ -40,6 +40,8 @@ pub struct AppState {
     pub task_wake: Arc<Notify>,
     /// A mailbox whose last successful poll is older than this is reported degraded.
     pub imap_max_age: Option<std::time::Duration>,
+    /// The LLM endpoint, for its circuit breaker's state in `/health`.
+    pub llm: Option<crate::agents::llm::LlmClient>,
     pages: Arc<minijinja::Environment<'static>>,
 }
 
@@ -66,6 +68,7 @@ impl AppState {
             admin_token,
             task_wake,
             imap_max_age: None,
+            llm: None,
             pages: Arc::new(env),
         })
     }
@@ -153,8 +156,14 @@ async fn health(State(state): State<AppState>) -> Response {
             })
         })
         .collect();
+    // An open breaker means LLM steps run their local fallbacks: degraded, not down.
+    let llm = state.llm.as_ref().map(|c| {
+        let breaker = c.breaker_state();
+        degraded |= !matches!(breaker, crate::agents::llm::breaker::BreakerState::Closed { .. });
+        json!({"endpoint": c.settings().base_url, "breaker": breaker})
+    });
     let status = if degraded { "degraded" } else { "ok" };
-    Json(json!({"status": status, "database": "ok", "mailboxes": mailboxes})).into_response()
+    Json(json!({"status": status, "database": "ok", "mailboxes": mailboxes, "llm": llm})).into_response()
 }
 
 fn duration_text(start: Option<&str>, end: Option<&str>) -> String {
@@ -203,8 +212,16 @@ pub async fn task_report(store: &Store, id: i64) -> anyhow::Result<Option<Value>
             Ok(())
         })
         .await?;
+    // LLM spending over every step of every attempt.
+    let llm = json!({
+        "tokens_in": steps.iter().filter_map(|s| s.tokens_in).sum::<i64>(),
+        "tokens_out": steps.iter().filter_map(|s| s.tokens_out).sum::<i64>(),
+        "cost_usd": steps.iter().filter_map(|s| s.cost_usd).sum::<f64>(),
+        "llm_steps": steps.iter().filter(|s| s.model.is_some()).count(),
+    });
     Ok(Some(json!({
         "task": task,
+        "llm": llm,
         "steps": steps,
         "reply": reply,
         "deliveries": deliveries,

@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod fleet;
 pub mod imap;
+pub mod llm;
 pub mod pg;
 pub mod tls;
 
