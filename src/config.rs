@@ -435,7 +435,8 @@ pub struct Settings {
 
 /// `LLM_BASE_URL` (unset: no LLM), `LLM_API_KEY`, `LLM_MODEL`, `LLM_TIMEOUT_SECS`,
 /// `LLM_RETRIES`, `LLM_RETRY_BACKOFF_MS`, `LLM_BREAKER_FAILURES`, `LLM_BREAKER_COOLDOWN_SECS`,
-/// `LLM_PRICES` (`model=input/output` USD per million tokens, comma-separated).
+/// `LLM_PRICES` (`model=input/output` USD per million tokens, comma-separated),
+/// `LLM_AGENT_MODELS` (`role=model`, comma-separated).
 fn llm_settings(
     get: &dyn Fn(&str) -> Option<String>,
     number: &dyn Fn(&str, u64) -> Result<u64>,
@@ -455,10 +456,26 @@ fn llm_settings(
             .with_context(|| format!("LLM_PRICES entry {entry:?} must look like gpt-4o-mini=0.15/0.60"))?;
         prices.insert(model, price);
     }
+    let mut agent_models = std::collections::HashMap::new();
+    for entry in
+        get("LLM_AGENT_MODELS").unwrap_or_default().split(',').map(str::trim).filter(|e| !e.is_empty())
+    {
+        let (role, model) = entry
+            .split_once('=')
+            .map(|(r, m)| (r.trim(), m.trim()))
+            .filter(|(_, m)| !m.is_empty())
+            .with_context(|| format!("LLM_AGENT_MODELS entry {entry:?} must look like drafter=gpt-4o"))?;
+        anyhow::ensure!(
+            crate::agents::llm::Role::parse(role).is_some(),
+            "LLM_AGENT_MODELS entry {entry:?}: {role:?} is not an LLM role (director, analyst, drafter, reviewer, llm_exec_summary)"
+        );
+        agent_models.insert(role.to_owned(), model.to_owned());
+    }
     Ok(Some(crate::agents::llm::LlmSettings {
         base_url: base_url.trim_end_matches('/').to_owned(),
         api_key: get("LLM_API_KEY").map(SecretString::from),
         model: get("LLM_MODEL").unwrap_or_else(|| "gpt-4o-mini".to_owned()),
+        agent_models,
         timeout: Duration::from_secs(number("LLM_TIMEOUT_SECS", 60)?),
         retries: number("LLM_RETRIES", 2)? as usize,
         backoff: Duration::from_millis(number("LLM_RETRY_BACKOFF_MS", 500)?),
@@ -675,6 +692,28 @@ mod tests {
         let off = settings(&[("SWARM_REPLY_CAP_RECIPIENT", "off")]).expect("valid");
         assert_eq!(off.cap_per_recipient, None);
         assert!(settings(&[("SWARM_REPLY_CAP_THREAD", "10")]).is_err());
+    }
+
+    #[test]
+    fn llm_settings_parse_prices_and_per_role_models() {
+        assert!(settings(&[]).expect("defaults").llm.is_none(), "no LLM without LLM_BASE_URL");
+        let base = ("LLM_BASE_URL", "http://127.0.0.1:11434/v1/");
+        let s = settings(&[
+            base,
+            ("LLM_PRICES", "gpt-4o-mini=0.15/0.60, local=0/0"),
+            ("LLM_AGENT_MODELS", "drafter=gpt-4o, reviewer = gpt-4o-mini"),
+        ])
+        .expect("valid");
+        let llm = s.llm.expect("llm");
+        assert_eq!(llm.base_url, "http://127.0.0.1:11434/v1");
+        assert_eq!(llm.prices["gpt-4o-mini"], (0.15, 0.60));
+        assert_eq!(llm.agent_models["drafter"], "gpt-4o");
+        assert_eq!(llm.agent_models["reviewer"], "gpt-4o-mini");
+        let err = settings(&[base, ("LLM_AGENT_MODELS", "writer=gpt-4o")]).expect_err("unknown role");
+        assert!(format!("{err:#}").contains("\"writer\" is not an LLM role"), "{err:#}");
+        assert!(settings(&[base, ("LLM_AGENT_MODELS", "drafter=")]).is_err());
+        assert!(settings(&[base, ("LLM_PRICES", "gpt-4o=cheap")]).is_err());
+        assert!(settings(&[("LLM_BASE_URL", "api.openai.com/v1")]).is_err());
     }
 
     #[test]

@@ -417,6 +417,7 @@ mod tests {
             base_url: "http://127.0.0.1:9/v1".into(),
             api_key: None,
             model: "m".into(),
+            agent_models: Default::default(),
             timeout: Duration::from_secs(1),
             retries: 0,
             backoff: Duration::from_millis(1),

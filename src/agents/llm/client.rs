@@ -28,6 +28,9 @@ pub struct LlmSettings {
     pub api_key: Option<SecretString>,
     /// Model for steps that name none.
     pub model: String,
+    /// Per-role model (`LLM_AGENT_MODELS`, role name → model), for steps that name none;
+    /// ahead of `model`.
+    pub agent_models: HashMap<String, String>,
     /// Per HTTP call.
     pub timeout: Duration,
     /// Retries after the first call (so `retries + 1` calls at most).
