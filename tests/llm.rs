@@ -145,6 +145,19 @@ async fn the_director_routes_and_the_llm_agents_write_the_reply() {
     assert!(analyst_step[details].contains("\"tokens_in\":100"), "{csv}");
     let completed = records.iter().find(|r| &r[action] == "task.completed").expect("task.completed");
     assert!(completed[details].contains("\"tokens_in\":500"), "task totals: {}", &completed[details]);
+
+    // The task page shows the totals.
+    let page = app
+        .http
+        .get(app.url(&format!("/tasks/{task}")))
+        .bearer_auth("admin-token")
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
+    assert!(page.contains("500 tokens in, 100 out, USD 0.0007"), "{page}");
     app.stop().await;
 }
 
