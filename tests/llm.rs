@@ -69,6 +69,13 @@ fn decode_qp(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The body of `GET path` with the admin token the first test sets.
+async fn admin_get(app: &TestApp, path: &str) -> String {
+    let response = app.http.get(app.url(path)).bearer_auth("admin-token").send().await.expect("request");
+    assert!(response.status().is_success(), "GET {path}: {}", response.status());
+    response.text().await.expect("body")
+}
+
 fn steps(report: &Value) -> Vec<(String, String)> {
     report["steps"]
         .as_array()
@@ -121,16 +128,7 @@ async fn the_director_routes_and_the_llm_agents_write_the_reply() {
     assert!(user.contains("<email>\nHi, could you send me the Q3 numbers by Friday?"), "{user}");
 
     // The audit CSV carries each LLM step's model and tokens, and the task's totals.
-    let csv = app
-        .http
-        .get(app.url(&format!("/audit.csv?task={task}")))
-        .bearer_auth("admin-token")
-        .send()
-        .await
-        .expect("csv")
-        .text()
-        .await
-        .expect("text");
+    let csv = admin_get(&app, &format!("/audit.csv?task={task}")).await;
     let mut rows = csv::Reader::from_reader(csv.as_bytes());
     let headers = rows.headers().expect("headers").clone();
     let column =
@@ -147,16 +145,7 @@ async fn the_director_routes_and_the_llm_agents_write_the_reply() {
     assert!(completed[details].contains("\"tokens_in\":500"), "task totals: {}", &completed[details]);
 
     // The task page shows the totals.
-    let page = app
-        .http
-        .get(app.url(&format!("/tasks/{task}")))
-        .bearer_auth("admin-token")
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("text");
+    let page = admin_get(&app, &format!("/tasks/{task}")).await;
     assert!(page.contains("500 tokens in, 100 out, USD 0.0007"), "{page}");
     app.stop().await;
 }
