@@ -26,6 +26,9 @@ use crate::store::{ClaimedTask, NewDelivery, NewStep, StepOutcome, Store};
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// A task claimed this many times without finishing (its workers kept dying) fails for good.
 pub const MAX_ATTEMPTS: i64 = 3;
+/// How many earlier exchanges of a conversation the agents see (the most recent ones), so that
+/// a long thread does not grow every prompt without bound.
+pub const MAX_CONVERSATION_TURNS: i64 = 6;
 
 /// One step of a workflow: an agent with its limits and the agent that stands in when it fails.
 #[derive(Clone)]
@@ -440,10 +443,12 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// The earlier exchanges of a conversation, oldest first, for the agents to read.
+    /// The earlier exchanges of a conversation (the last [`MAX_CONVERSATION_TURNS`]), oldest
+    /// first, for the agents to read.
     async fn turns(&self, conversation: i64, before: i64) -> Result<Vec<Turn>> {
         let mut turns = Vec::new();
-        for (task, input, steps) in self.store.conversation(conversation, before).await? {
+        let earlier = self.store.conversation(conversation, before, MAX_CONVERSATION_TURNS).await?;
+        for (task, input, steps) in earlier {
             let Ok(email) = serde_json::from_str::<InboundEmail>(&input) else { continue };
             let mut reply = Vec::new();
             for step in steps.iter().filter(|s| s.status == "ok") {

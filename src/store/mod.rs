@@ -999,22 +999,24 @@ impl Store {
         })
     }
 
-    /// The tasks of conversation `conversation` created before `before`, oldest first: their
-    /// input (the parsed email) and the output of each finished step, by agent.
+    /// The last `limit` tasks of conversation `conversation` created before `before`, oldest
+    /// first: their input (the parsed email) and the output of each finished step, by agent.
     pub async fn conversation(
         &self,
         conversation: i64,
         before: i64,
+        limit: i64,
     ) -> Result<Vec<(TaskRow, String, Vec<StepRow>)>> {
         let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE (id = $1 OR conversation_id = $1) AND id < $2 ORDER BY id",
+            "SELECT id FROM tasks WHERE (id = $1 OR conversation_id = $1) AND id < $2 ORDER BY id DESC LIMIT $3",
         )
         .bind(conversation)
         .bind(before)
+        .bind(limit)
         .fetch_all(&self.reader)
         .await?;
         let mut turns = Vec::with_capacity(ids.len());
-        for id in ids {
+        for id in ids.into_iter().rev() {
             let (Some(task), Some(input)) = (self.task(id).await?, self.task_input(id).await?) else {
                 continue;
             };
