@@ -144,7 +144,9 @@ matrix! {
             .iter()
             .find(|r| &r[action] == "step.finished" && r[details].contains("\"agent\":\"analyst\""))
             .unwrap_or_else(|| panic!("an analyst step record:\n{csv}"));
-        assert!(analyst_step[details].contains("\"model\":\"fake-model\""), "{csv}");
+        // The exact model that answered; its cost came from the price of the model asked for.
+        assert!(analyst_step[details].contains("\"model\":\"fake-model-2026-11-01\""), "{csv}");
+        assert!(analyst_step[details].contains("\"cost_usd\":0.00014"), "{csv}");
         assert!(analyst_step[details].contains("\"tokens_in\":100"), "{csv}");
         let completed = records.iter().find(|r| &r[action] == "task.completed").expect("task.completed");
         assert!(completed[details].contains("\"tokens_in\":500"), "task totals: {}", &completed[details]);

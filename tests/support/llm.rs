@@ -112,7 +112,8 @@ async fn completions(State(shared): State<Shared>, headers: HeaderMap, body: Str
                 reply = *next;
             }
             Reply::Content { content, prompt_tokens, completion_tokens } => {
-                let model = body["model"].as_str().unwrap_or("fake");
+                // Like OpenAI: the answer names the exact version of the model asked for.
+                let model = format!("{}-2026-11-01", body["model"].as_str().unwrap_or("fake"));
                 return axum::Json(json!({
                     "id": format!("chatcmpl-{n}"),
                     "object": "chat.completion",

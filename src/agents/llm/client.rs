@@ -274,9 +274,14 @@ impl LlmClient {
             .and_then(|c| c.message.content)
             .ok_or_else(|| LlmError::Malformed("no choices[0].message.content".into()))?;
         let usage = parsed.usage.unwrap_or(UsageField { prompt_tokens: 0, completion_tokens: 0 });
+        let requested = model;
         let model = parsed.model.filter(|m| !m.is_empty()).unwrap_or_else(|| model.to_owned());
         Ok(Completion {
-            cost_usd: self.cost(&model, usage.prompt_tokens, usage.completion_tokens),
+            // Servers answer with the exact version (`gpt-4o-mini-2024-07-18`) of the model asked
+            // for (`gpt-4o-mini`): a price for either counts.
+            cost_usd: self
+                .cost(&model, usage.prompt_tokens, usage.completion_tokens)
+                .or_else(|| self.cost(requested, usage.prompt_tokens, usage.completion_tokens)),
             content,
             model,
             prompt_tokens: usage.prompt_tokens,
