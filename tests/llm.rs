@@ -329,8 +329,19 @@ agent = "triage"
     )
     .await;
 
-    let (_, report, _) = run(&app, 8, "Billing <swarm+billing@localhost>", "Q3 numbers").await;
+    let (task, report, _) = run(&app, 8, "Billing <swarm+billing@localhost>", "Q3 numbers").await;
     assert_eq!(report["task"]["workflow"], "billing");
+    let mut created = Vec::new();
+    app.store
+        .for_each_audit(&swarm_director::store::AuditFilter { task: Some(task), ..Default::default() }, |r| {
+            if r.action == "task.created" {
+                created.push(r.details.clone());
+            }
+            Ok(())
+        })
+        .await
+        .expect("audit");
+    assert_eq!(created[0]["routed_by"], "plus address swarm+billing@localhost", "{created:?}");
     let analyst = fake.seen().into_iter().find(|s| s.role == "analyst").expect("analyst called");
     assert_eq!(analyst.body["model"], "billing-model", "the step's model wins");
     let summary = fake.seen().into_iter().find(|s| s.role == "llm_exec_summary").expect("summary called");

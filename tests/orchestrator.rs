@@ -28,6 +28,7 @@ async fn queue_task(app: &App, key: &str, workflow: &str, input: &str) -> i64 {
                 subject: "s".into(),
                 workflow: workflow.into(),
                 input: input.into(),
+                routed_by: "test".into(),
                 follow_up: Default::default(),
             }),
             None,

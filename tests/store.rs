@@ -39,6 +39,7 @@ async fn accept(store: &Store, n: usize) -> Outcome {
                 subject: "hi".into(),
                 workflow: "default".into(),
                 input: "{}".into(),
+                routed_by: "test".into(),
                 follow_up: Default::default(),
             }),
             None,

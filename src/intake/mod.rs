@@ -195,18 +195,23 @@ impl Intake {
     ) -> Result<Disposition> {
         // The guard's and the sender policy's verdict, and the workflow: list mail goes to the
         // list workflow when one opts in.
-        let routed = |p: &parse::ParsedMail| self.router.route(&p.email, &self.own_address).0;
-        let verdict = |p: &parse::ParsedMail| -> Result<(EmailAddress, String), NoTask> {
+        // (workflow, why): the caller's choice, the list workflow, or the router's rules.
+        let routed = |p: &parse::ParsedMail| self.router.route(&p.email, &self.own_address);
+        let verdict = |p: &parse::ParsedMail| -> Result<(EmailAddress, (String, String)), NoTask> {
             if hints.requested {
                 return Ok((
                     guard::addressing(p, &self.own_address).map_err(NoTask::Guard)?,
-                    hints.workflow.map_or_else(|| routed(p), str::to_owned),
+                    hints
+                        .workflow
+                        .map_or_else(|| routed(p), |w| (w.to_owned(), "requested by the caller".to_owned())),
                 ));
             }
             guard::automated(p).map_err(NoTask::Guard)?;
             let workflow = match (guard::list_mail(p), &self.list_workflow) {
                 (Ok(()), _) => routed(p),
-                (Err(_), Some(list_workflow)) => list_workflow.clone(),
+                (Err(_), Some(list_workflow)) => {
+                    (list_workflow.clone(), "list mail: SWARM_LIST_MAIL_WORKFLOW".to_owned())
+                }
                 (Err(reason), None) => return Err(NoTask::Guard(reason)),
             };
             let reply_to = guard::addressing(p, &self.own_address).map_err(NoTask::Guard)?;
@@ -221,7 +226,7 @@ impl Intake {
             Ok(p) => match verdict(&p) {
                 Err(NoTask::Guard(reason)) => Disposition::Ignored(reason),
                 Err(NoTask::Policy(reason)) => self.refusal(&p, verified, reason),
-                Ok((reply_to, workflow)) => {
+                Ok((reply_to, (workflow, routed_by))) => {
                     let mut email = p.email;
                     if let Some(text) = hints.new_text.map(str::trim).filter(|t| !t.is_empty()) {
                         email.new_text = text.replace("\r\n", "\n");
@@ -236,6 +241,7 @@ impl Intake {
                         reply_to: reply_to.into(),
                         subject: email.subject.clone(),
                         workflow,
+                        routed_by,
                         input: serde_json::to_string(&email)?,
                         follow_up,
                     })

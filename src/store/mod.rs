@@ -225,6 +225,8 @@ pub struct NewTask {
     pub reply_to: String,
     pub subject: String,
     pub workflow: String,
+    /// Why this workflow: the routing rule that matched, or how it was chosen (audited).
+    pub routed_by: String,
     /// JSON of the parsed email the agents work on.
     pub input: String,
     /// What may make it a follow-up of an earlier task.
@@ -905,7 +907,8 @@ impl Store {
                 .bind(follows)
                 .fetch_one(&mut **tx)
                 .await?;
-                let mut details = json!({"message": message.0, "workflow": t.workflow, "sender": t.sender, "subject": t.subject});
+                let mut details = json!({"message": message.0, "workflow": t.workflow, "routed_by": t.routed_by,
+                                         "sender": t.sender, "subject": t.subject});
                 match joined {
                     FollowUp::Joins { conversation, follows } => {
                         details["conversation"] = json!(conversation);
