@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 #[path = "../tests/support/fleet.rs"]
 mod fleet;
 
-use swarm_director::config::MimeLimits;
 use swarm_director::intake::webhook::decode_secret;
+use swarm_director::mail::parse::Limits;
 use swarm_director::store::Store;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -83,7 +83,7 @@ fn main() {
         }
     });
     println!("baseline  mail-parser parse only          {}   1.0x", rate(n, baseline));
-    let limits = MimeLimits::default();
+    let limits = Limits::default();
     let ours = best(&|| {
         for (_, raw) in &files {
             let _ = std::hint::black_box(swarm_director::mail::parse(raw, &limits));

@@ -15,6 +15,7 @@ use crate::config::Settings;
 use crate::intake::Intake;
 use crate::intake::imap::ImapIntake;
 use crate::mail::compose::Templates;
+use crate::mail::policy::SenderPolicy;
 use crate::mail::transport::Transport;
 use crate::orchestrator::Orchestrator;
 use crate::outbox::Outbox;
@@ -48,7 +49,7 @@ impl App {
         let store = Store::connect(settings.database_url.expose_secret(), &settings.db).await?;
         store.migrate().await?;
         let templates = Arc::new(Templates::load(&settings.templates_dir)?);
-        let transport = Transport::from_settings(&settings)?;
+        let transport = Transport::from_settings(&settings.smtp)?;
         let owner = owner_name();
         let llm = match &settings.llm {
             None => None,
@@ -88,17 +89,14 @@ impl App {
         }
         let intake = intake
             .with_list_workflow(settings.list_mail_workflow.clone())
-            .with_sender_policy(settings.sender_policy.clone(), templates);
+            .with_sender_policy(SenderPolicy::build(&settings.sender_policy)?, templates);
         let outbox = Outbox::new(
             store.clone(),
             transport,
             owner.clone(),
             settings.lease,
             settings.retry_schedule.clone(),
-            crate::outbox::Caps {
-                per_thread: settings.cap_per_thread,
-                per_recipient: settings.cap_per_recipient,
-            },
+            settings.caps,
         );
         let intake = Arc::new(intake);
         let imap = settings
@@ -171,7 +169,11 @@ impl Application {
     ) -> Result<()> {
         let Self { app, listener } = self;
         let s = &app.settings;
-        let inbound = web::Inbound::from_settings(s, app.orchestrator.workflow_names())?;
+        let inbound = web::Inbound::from_settings(
+            &s.inbound,
+            s.mime_limits.max_bytes,
+            app.orchestrator.workflow_names(),
+        )?;
         let mut state = AppState::new(
             app.store.clone(),
             app.intake.clone(),

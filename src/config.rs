@@ -9,112 +9,27 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use secrecy::SecretString;
 
+use crate::agents::llm::{self, LlmSettings};
 use crate::domain::EmailAddress;
+use crate::intake::imap;
+use crate::mail::auth::DnsResolver;
+use crate::mail::parse::Limits as MimeLimits;
+use crate::mail::policy::{DmarcSource, PolicySettings};
+use crate::mail::transport::SmtpSettings;
+use crate::orchestrator::Budget;
+use crate::outbox::{Caps, ReplyCap};
 use crate::store::DbOptions;
-
-/// Limits applied to untrusted inbound mail before and while parsing.
-#[derive(Debug, Clone, Copy)]
-pub struct MimeLimits {
-    /// Largest raw message accepted, in bytes.
-    pub max_bytes: usize,
-    /// Deepest nesting of multiparts and enclosed messages.
-    pub max_depth: usize,
-    /// Most MIME parts in one message, counting nested ones.
-    pub max_parts: usize,
-}
-
-impl Default for MimeLimits {
-    fn default() -> Self {
-        Self { max_bytes: 25 * 1024 * 1024, max_depth: 20, max_parts: 2_000 }
-    }
-}
-
-/// Where IMAP intake starts in a mailbox it has never polled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImapStart {
-    /// Only mail arriving from now on (the default: pointing the bot at a full inbox does not
-    /// answer years of old mail).
-    New,
-    /// Everything in the mailbox.
-    All,
-    /// Mail with an internal date on or after this day.
-    Since(chrono::NaiveDate),
-}
-
-/// How IMAP intake learns about new mail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImapMode {
-    /// One connection that waits in IDLE (RFC 2177) and takes new mail as soon as it arrives.
-    Idle,
-    /// Connect, take new mail and log out every `IMAP_POLL_INTERVAL`.
-    Poll,
-}
-
-/// How the IMAP connection is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImapTls {
-    /// `imaps://`: TLS from the first byte (port 993).
-    Implicit,
-    /// `imap://`: STARTTLS (RFC 3501 §6.2.1) when the server offers it; plaintext only to a
-    /// loopback address or with `IMAP_ALLOW_PLAINTEXT=true`.
-    StartTls,
-}
-
-/// How intake logs in to IMAP.
-#[derive(Debug, Clone)]
-pub enum ImapAuth {
-    /// LOGIN with `IMAP_PASSWORD`.
-    Password(SecretString),
-    /// SASL XOAUTH2 (Gmail, Microsoft 365) with an access token printed by this shell command
-    /// (`IMAP_OAUTH2_TOKEN_COMMAND`), run before every login so a refreshed token is picked up.
-    OAuth2TokenCommand(String),
-}
-
-/// One IMAP mailbox to take mail from.
-#[derive(Debug, Clone)]
-pub struct ImapSettings {
-    pub host: String,
-    pub port: u16,
-    pub tls: ImapTls,
-    /// May the password go over a connection without TLS (no STARTTLS offered)?
-    pub allow_plaintext: bool,
-    /// PEM file of the CA certificates to trust instead of the system's (`IMAP_CA_FILE`).
-    pub ca_file: Option<PathBuf>,
-    pub username: String,
-    pub auth: ImapAuth,
-    pub mailbox: String,
-    /// UID MOVE processed mail here after the commit; otherwise set \Seen.
-    pub processed_mailbox: Option<String>,
-    /// UID MOVE oversize mail here; otherwise flag it \Flagged.
-    pub quarantine_mailbox: Option<String>,
-    pub start: ImapStart,
-    pub mode: ImapMode,
-    pub poll_interval: Duration,
-    /// How long one instance may read the mailbox before renewing its claim; another instance
-    /// takes over when it expires.
-    pub lease: Duration,
-    /// `/health` reports the mailbox degraded when its last successful poll is older than this.
-    pub health_max_age: Duration,
-    /// Longest wait for any one IMAP command or the connection.
-    pub command_timeout: Duration,
-}
-
-impl ImapSettings {
-    /// The key of this mailbox in `mailbox_state` and the audit log: `imap://user@host:port/Mailbox`.
-    pub fn key(&self) -> String {
-        format!("imap://{}@{}:{}/{}", self.username, self.host, self.port, self.mailbox)
-    }
-}
+use crate::web::inbound::{self, Endpoint};
 
 /// Parses `IMAP_URL` and friends, one entry per mailbox of the comma-separated `IMAP_MAILBOX`
 /// (default `INBOX`). `imaps://host[:993]` is TLS from the start; `imap://host[:143]` upgrades
 /// with STARTTLS when the server offers it, and sends the password in clear text only to a
 /// loopback address or with `IMAP_ALLOW_PLAINTEXT=true`.
-fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ImapSettings>> {
+fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<imap::Settings>> {
     let Some(url) = get("IMAP_URL") else { return Ok(Vec::new()) };
     let (tls, rest, default_port) = match url.split_once("://") {
-        Some(("imap", rest)) => (ImapTls::StartTls, rest, 143),
-        Some(("imaps", rest)) => (ImapTls::Implicit, rest, 993),
+        Some(("imap", rest)) => (imap::Tls::StartTls, rest, 143),
+        Some(("imaps", rest)) => (imap::Tls::Implicit, rest, 993),
         _ => bail!("IMAP_URL={url:?} must be imaps://host[:port] or imap://host[:port]"),
     };
     let host_port = rest.trim_end_matches('/');
@@ -127,16 +42,16 @@ fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ImapSetting
     let allow_plaintext = loopback || get("IMAP_ALLOW_PLAINTEXT").is_some_and(|v| v == "true");
     let username = get("IMAP_USERNAME").context("IMAP_URL is set but IMAP_USERNAME is not")?;
     let auth = match (get("IMAP_PASSWORD"), get("IMAP_OAUTH2_TOKEN_COMMAND")) {
-        (Some(password), None) => ImapAuth::Password(SecretString::from(password)),
-        (None, Some(command)) => ImapAuth::OAuth2TokenCommand(command),
+        (Some(password), None) => imap::Auth::Password(SecretString::from(password)),
+        (None, Some(command)) => imap::Auth::OAuth2TokenCommand(command),
         (None, None) => bail!("IMAP_URL is set but neither IMAP_PASSWORD nor IMAP_OAUTH2_TOKEN_COMMAND is"),
         (Some(_), Some(_)) => bail!("set IMAP_PASSWORD or IMAP_OAUTH2_TOKEN_COMMAND, not both"),
     };
     let start = match get("IMAP_START").as_deref() {
-        None | Some("new") => ImapStart::New,
-        Some("all") => ImapStart::All,
+        None | Some("new") => imap::Start::New,
+        Some("all") => imap::Start::All,
         Some(v) => match v.strip_prefix("since:").map(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")) {
-            Some(Ok(day)) => ImapStart::Since(day),
+            Some(Ok(day)) => imap::Start::Since(day),
             _ => bail!("IMAP_START={v:?} must be new, all or since:YYYY-MM-DD"),
         },
     };
@@ -148,7 +63,7 @@ fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ImapSetting
             )),
         }
     };
-    let one = ImapSettings {
+    let one = imap::Settings {
         host,
         port,
         tls,
@@ -161,8 +76,8 @@ fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ImapSetting
         quarantine_mailbox: get("IMAP_QUARANTINE_MAILBOX"),
         start,
         mode: match get("IMAP_MODE").as_deref() {
-            None | Some("idle") => ImapMode::Idle,
-            Some("poll") => ImapMode::Poll,
+            None | Some("idle") => imap::Mode::Idle,
+            Some("poll") => imap::Mode::Poll,
             Some(v) => bail!("IMAP_MODE={v:?} must be idle or poll"),
         },
         poll_interval: seconds("IMAP_POLL_INTERVAL", 60)?,
@@ -171,75 +86,17 @@ fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<ImapSetting
         command_timeout: seconds("IMAP_COMMAND_TIMEOUT", 60)?,
     };
     let names = get("IMAP_MAILBOX").unwrap_or_else(|| "INBOX".into());
-    let mut mailboxes: Vec<ImapSettings> = Vec::new();
+    let mut mailboxes: Vec<imap::Settings> = Vec::new();
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         if mailboxes.iter().any(|m| m.mailbox == name) {
             bail!("IMAP_MAILBOX names {name:?} twice");
         }
-        mailboxes.push(ImapSettings { mailbox: name.to_owned(), ..one.clone() });
+        mailboxes.push(imap::Settings { mailbox: name.to_owned(), ..one.clone() });
     }
     if mailboxes.is_empty() {
         bail!("IMAP_MAILBOX={names:?} names no mailbox");
     }
     Ok(mailboxes)
-}
-
-/// An HTTP intake endpoint, for `SWARM_INBOUND_DISABLED`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `POST /inbound/raw`
-    Raw,
-    /// `POST /inbound/mailgun` and `/inbound/mailgun/mime`
-    Mailgun,
-    /// `POST /inbound/sendgrid`
-    Sendgrid,
-    /// `POST /inbound/postmark`
-    Postmark,
-    /// `POST /hooks/{name}`
-    Hooks,
-}
-
-impl Endpoint {
-    pub const ALL: [Endpoint; 5] =
-        [Endpoint::Raw, Endpoint::Mailgun, Endpoint::Sendgrid, Endpoint::Postmark, Endpoint::Hooks];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Endpoint::Raw => "raw",
-            Endpoint::Mailgun => "mailgun",
-            Endpoint::Sendgrid => "sendgrid",
-            Endpoint::Postmark => "postmark",
-            Endpoint::Hooks => "hooks",
-        }
-    }
-}
-
-/// The HTTP intake endpoints: their secrets and the limits every one of them applies.
-/// An endpoint whose secret is not set, or that is listed in `SWARM_INBOUND_DISABLED`, answers 404.
-#[derive(Debug, Clone)]
-pub struct InboundSettings {
-    /// Mailgun's HTTP webhook signing key (`MAILGUN_SIGNING_KEY`).
-    pub mailgun_signing_key: Option<SecretString>,
-    /// Accepted age (either way) of a Mailgun `timestamp` (`MAILGUN_TIMESTAMP_TOLERANCE_SECS`).
-    pub mailgun_tolerance: Duration,
-    /// `user:password` SendGrid must present (put in the Destination URL).
-    pub sendgrid_basic_auth: Option<SecretString>,
-    /// Public key of a SendGrid signing policy: base64 DER or PEM.
-    pub sendgrid_verification_key: Option<String>,
-    /// `user:password` Postmark must present (put in the webhook URL).
-    pub postmark_basic_auth: Option<SecretString>,
-    /// Standard Webhooks secrets of `/hooks/{name}` (`SWARM_HOOK_SECRETS`, default
-    /// `SWARM_WEBHOOK_SECRETS`).
-    pub hook_secrets: Vec<SecretString>,
-    pub disabled: Vec<Endpoint>,
-    /// Largest request body, in bytes; larger ones get 413 before the rest is read.
-    pub max_request_bytes: usize,
-    /// Longest time to receive a request body.
-    pub read_timeout: Duration,
-    /// Requests per second per client address and endpoint; 0 turns rate limiting off.
-    pub rate_per_sec: u32,
-    /// Requests a client may send at once above the rate.
-    pub rate_burst: u32,
 }
 
 /// Parses `1m,5m,30m,2h,6h,24h`: durations with a unit (`s`, `m`, `h`, `d`), comma-separated.
@@ -263,13 +120,6 @@ fn retry_schedule(text: &str) -> Result<Vec<Duration>> {
         .collect()
 }
 
-/// A reply cap: `count` replies within `window`; beyond it replies are held, not sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplyCap {
-    pub count: u32,
-    pub window: Duration,
-}
-
 /// Parses `10/10m` (count / window with a unit s, m, h, d); `0` or `off` turns the cap off.
 fn reply_cap(key: &str, text: &str) -> Result<Option<ReplyCap>> {
     if text == "0" || text == "off" {
@@ -289,9 +139,7 @@ fn reply_cap(key: &str, text: &str) -> Result<Option<ReplyCap>> {
 /// receiving server, whose topmost Authentication-Results is trusted; without it DMARC is
 /// verified in process against DNS (`SWARM_DNS_RESOLVER`: `system` or `ip[:port]` list,
 /// `SWARM_DNS_TIMEOUT_SECS`).
-fn sender_policy(get: &dyn Fn(&str) -> Option<String>) -> Result<crate::mail::policy::SenderPolicy> {
-    use crate::mail::auth::Authenticator;
-    use crate::mail::policy::DmarcProof;
+fn sender_policy(get: &dyn Fn(&str) -> Option<String>) -> Result<PolicySettings> {
     let allowed: Vec<String> = get("SWARM_ALLOWED_SENDERS")
         .unwrap_or_default()
         .split(',')
@@ -320,10 +168,8 @@ fn sender_policy(get: &dyn Fn(&str) -> Option<String>) -> Result<crate::mail::po
     };
     let dmarc = match (require_dmarc, get("SWARM_TRUSTED_AUTHSERV_ID")) {
         (false, _) => None,
-        (true, Some(authserv_id)) => Some(DmarcProof::Header { authserv_id }),
-        (true, None) => Some(DmarcProof::Dns(Box::new(
-            Authenticator::new(&resolver, timeout).context("SWARM_REQUIRE_DMARC needs a DNS resolver")?,
-        ))),
+        (true, Some(authserv_id)) => Some(DmarcSource::Header { authserv_id }),
+        (true, None) => Some(DmarcSource::Dns { resolver, timeout }),
     };
     let polite_refusal = match get("SWARM_POLITE_REFUSAL").as_deref() {
         None | Some("false") => false,
@@ -335,13 +181,12 @@ fn sender_policy(get: &dyn Fn(&str) -> Option<String>) -> Result<crate::mail::po
         "SWARM_POLITE_REFUSAL answers only refused senders whose DMARC passed: it needs \
          SWARM_ALLOWED_SENDERS and SWARM_REQUIRE_DMARC"
     );
-    Ok(crate::mail::policy::SenderPolicy { allowed, dmarc, polite_refusal })
+    Ok(PolicySettings { allowed, dmarc, polite_refusal })
 }
 
 /// `SWARM_DNS_RESOLVER`: `system` (the default) or name servers `ip[:port]`, comma-separated
 /// (IPv6 with a port as `[::1]:53`).
-fn dns_resolver(value: Option<&str>) -> Result<crate::mail::auth::DnsResolver> {
-    use crate::mail::auth::DnsResolver;
+fn dns_resolver(value: Option<&str>) -> Result<DnsResolver> {
     let value = value.map(str::trim).unwrap_or("system");
     if value.is_empty() || value.eq_ignore_ascii_case("system") {
         return Ok(DnsResolver::System);
@@ -372,38 +217,25 @@ fn secret_list(value: Option<String>) -> Vec<SecretString> {
         .unwrap_or_default()
 }
 
+/// Everything the bot is configured with, assembled from each module's own settings type.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `sqlite://path` (default `sqlite://data/swarm.db`) or `postgres://user:password@host/db`.
     pub database_url: SecretString,
     pub db: DbOptions,
     pub http_addr: SocketAddr,
-    /// Folder that receives replies as `.eml` files when no SMTP relay is set.
-    pub outbox_dir: PathBuf,
-    /// `smtp://[user:password@]host[:port]` (STARTTLS) or `smtps://...` (TLS from the start);
-    /// unset means `.eml` files.
-    pub smtp_url: Option<SecretString>,
-    /// May SMTP run without TLS to a non-loopback relay that offers no STARTTLS?
-    pub smtp_allow_plaintext: bool,
-    /// PEM file of the CA certificates to trust for SMTP instead of the system's.
-    pub smtp_ca_file: Option<PathBuf>,
-    /// Longest wait for any one SMTP command.
-    pub smtp_timeout: Duration,
+    /// Where replies go: an SMTP relay or `.eml` files.
+    pub smtp: SmtpSettings,
     /// Waits between delivery attempts after transient failures (`SMTP_RETRY_SCHEDULE`); after
     /// the last one the delivery fails for good.
     pub retry_schedule: Vec<Duration>,
-    /// At most this many replies per conversation within the window (`SWARM_REPLY_CAP_THREAD`).
-    pub cap_per_thread: Option<ReplyCap>,
-    /// At most this many replies per recipient within the window (`SWARM_REPLY_CAP_RECIPIENT`).
-    pub cap_per_recipient: Option<ReplyCap>,
+    /// Reply caps per conversation and per recipient (`SWARM_REPLY_CAP_THREAD`,
+    /// `SWARM_REPLY_CAP_RECIPIENT`).
+    pub caps: Caps,
     /// Our address: the From of replies; its domain names our Message-IDs.
     pub from_address: EmailAddress,
     /// Reply templates; embedded copies are used for any file missing here.
     pub templates_dir: PathBuf,
-    /// Standard Webhooks secrets (`whsec_<base64>`), several for rotation. Empty disables /inbound/raw.
-    pub webhook_secrets: Vec<SecretString>,
-    /// Accepted clock skew for signed webhooks.
-    pub webhook_tolerance: Duration,
     /// Bearer token for pages showing mail content and for /audit.csv.
     pub admin_token: Option<SecretString>,
     pub mime_limits: MimeLimits,
@@ -418,19 +250,20 @@ pub struct Settings {
     /// `text` or `json`.
     pub log_format: String,
     /// IMAP intake, one entry per mailbox of `IMAP_MAILBOX` (empty unless `IMAP_URL` is set).
-    pub imap: Vec<ImapSettings>,
-    pub inbound: InboundSettings,
+    pub imap: Vec<imap::Settings>,
+    /// The HTTP intake endpoints: secrets and limits.
+    pub inbound: inbound::Settings,
     /// Workflow that list and bulk mail becomes tasks of; unset ignores such mail.
     pub list_mail_workflow: Option<String>,
     /// Which senders are obeyed (`SWARM_ALLOWED_SENDERS`, `SWARM_REQUIRE_DMARC`,
     /// `SWARM_TRUSTED_AUTHSERV_ID`).
-    pub sender_policy: crate::mail::policy::SenderPolicy,
+    pub sender_policy: PolicySettings,
     /// The OpenAI-compatible endpoint (`LLM_*`); `None` runs the local agents only.
-    pub llm: Option<crate::agents::llm::LlmSettings>,
+    pub llm: Option<LlmSettings>,
     /// `SWARM_WORKFLOWS`: the workflows TOML file; unset uses the built-in workflows.
     pub workflows_file: Option<PathBuf>,
     /// `SWARM_TASK_BUDGET_TOKENS` / `SWARM_TASK_BUDGET_USD` (0 or unset: no limit).
-    pub budget: crate::orchestrator::Budget,
+    pub budget: Budget,
 }
 
 /// `LLM_BASE_URL` (unset: no LLM), `LLM_API_KEY`, `LLM_MODEL`, `LLM_TIMEOUT_SECS`,
@@ -440,7 +273,7 @@ pub struct Settings {
 fn llm_settings(
     get: &dyn Fn(&str) -> Option<String>,
     number: &dyn Fn(&str, u64) -> Result<u64>,
-) -> Result<Option<crate::agents::llm::LlmSettings>> {
+) -> Result<Option<LlmSettings>> {
     let Some(base_url) = get("LLM_BASE_URL") else { return Ok(None) };
     anyhow::ensure!(
         base_url.starts_with("http://") || base_url.starts_with("https://"),
@@ -466,12 +299,12 @@ fn llm_settings(
             .filter(|(_, m)| !m.is_empty())
             .with_context(|| format!("LLM_AGENT_MODELS entry {entry:?} must look like drafter=gpt-4o"))?;
         anyhow::ensure!(
-            crate::agents::llm::Role::parse(role).is_some(),
+            llm::Role::parse(role).is_some(),
             "LLM_AGENT_MODELS entry {entry:?}: {role:?} is not an LLM role (director, analyst, drafter, reviewer, llm_exec_summary)"
         );
         agent_models.insert(role.to_owned(), model.to_owned());
     }
-    Ok(Some(crate::agents::llm::LlmSettings {
+    Ok(Some(LlmSettings {
         base_url: base_url.trim_end_matches('/').to_owned(),
         api_key: get("LLM_API_KEY").map(SecretString::from),
         model: get("LLM_MODEL").unwrap_or_else(|| "gpt-4o-mini".to_owned()),
@@ -551,21 +384,23 @@ impl Settings {
                 },
             },
             http_addr,
-            outbox_dir: text("SWARM_OUTBOX_DIR", "outbox").into(),
-            smtp_url: get("SMTP_URL").map(SecretString::from),
-            smtp_allow_plaintext: get("SMTP_ALLOW_PLAINTEXT").is_some_and(|v| v == "true"),
-            smtp_ca_file: get("SMTP_CA_FILE").map(PathBuf::from),
-            smtp_timeout: Duration::from_secs(number("SMTP_TIMEOUT_SECS", 60)?),
+            smtp: SmtpSettings {
+                url: get("SMTP_URL").map(SecretString::from),
+                allow_plaintext: get("SMTP_ALLOW_PLAINTEXT").is_some_and(|v| v == "true"),
+                ca_file: get("SMTP_CA_FILE").map(PathBuf::from),
+                timeout: Duration::from_secs(number("SMTP_TIMEOUT_SECS", 60)?),
+                outbox_dir: text("SWARM_OUTBOX_DIR", "outbox").into(),
+            },
             retry_schedule: retry_schedule(&text("SMTP_RETRY_SCHEDULE", "1m,5m,30m,2h,6h,24h"))?,
-            cap_per_thread: reply_cap("SWARM_REPLY_CAP_THREAD", &text("SWARM_REPLY_CAP_THREAD", "10/10m"))?,
-            cap_per_recipient: reply_cap(
-                "SWARM_REPLY_CAP_RECIPIENT",
-                &text("SWARM_REPLY_CAP_RECIPIENT", "30/10m"),
-            )?,
+            caps: Caps {
+                per_thread: reply_cap("SWARM_REPLY_CAP_THREAD", &text("SWARM_REPLY_CAP_THREAD", "10/10m"))?,
+                per_recipient: reply_cap(
+                    "SWARM_REPLY_CAP_RECIPIENT",
+                    &text("SWARM_REPLY_CAP_RECIPIENT", "30/10m"),
+                )?,
+            },
             from_address,
             templates_dir: text("SWARM_TEMPLATES_DIR", "templates").into(),
-            webhook_secrets,
-            webhook_tolerance: Duration::from_secs(number("SWARM_WEBHOOK_TOLERANCE_SECS", 300)?),
             admin_token: get("SWARM_ADMIN_TOKEN").map(SecretString::from),
             mime_limits: MimeLimits {
                 max_bytes: number("SWARM_MAX_MESSAGE_BYTES", defaults.max_bytes as u64)? as usize,
@@ -581,7 +416,7 @@ impl Settings {
             sender_policy: sender_policy(&get)?,
             llm: llm_settings(&get, &number)?,
             workflows_file: get("SWARM_WORKFLOWS").map(PathBuf::from),
-            budget: crate::orchestrator::Budget {
+            budget: Budget {
                 max_tokens: Some(number("SWARM_TASK_BUDGET_TOKENS", 0)?).filter(|n| *n > 0),
                 max_cost_usd: match get("SWARM_TASK_BUDGET_USD") {
                     None => None,
@@ -594,7 +429,9 @@ impl Settings {
                     .filter(|x| *x > 0.0),
                 },
             },
-            inbound: InboundSettings {
+            inbound: inbound::Settings {
+                raw_secrets: webhook_secrets,
+                webhook_tolerance: Duration::from_secs(number("SWARM_WEBHOOK_TOLERANCE_SECS", 300)?),
                 mailgun_signing_key: get("MAILGUN_SIGNING_KEY").map(SecretString::from),
                 mailgun_tolerance: Duration::from_secs(number("MAILGUN_TIMESTAMP_TOLERANCE_SECS", 300)?),
                 sendgrid_basic_auth: get("SENDGRID_INBOUND_BASIC_AUTH").map(SecretString::from),
@@ -631,14 +468,14 @@ mod tests {
         assert_eq!(s.db.pool_size, 10);
         assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.from_address.as_str(), "swarm@localhost");
-        assert!(s.smtp_url.is_none() && s.webhook_secrets.is_empty());
+        assert!(s.smtp.url.is_none() && s.inbound.raw_secrets.is_empty());
         assert_eq!(s.mime_limits.max_parts, 2_000);
     }
 
     #[test]
     fn webhook_secrets_are_split_on_commas() {
         let s = settings(&[("SWARM_WEBHOOK_SECRETS", "whsec_a, whsec_b,")]).expect("valid");
-        assert_eq!(s.webhook_secrets.len(), 2);
+        assert_eq!(s.inbound.raw_secrets.len(), 2);
     }
 
     #[test]
@@ -651,10 +488,10 @@ mod tests {
             settings(&pairs)
         };
         let local = with("imap://127.0.0.1:14143", &[]).expect("loopback").imap.remove(0);
-        assert_eq!((local.port, local.mailbox.as_str(), local.start), (14143, "INBOX", ImapStart::New));
-        assert_eq!(local.mode, ImapMode::Idle);
+        assert_eq!((local.port, local.mailbox.as_str(), local.start), (14143, "INBOX", imap::Start::New));
+        assert_eq!(local.mode, imap::Mode::Idle);
         assert!(with("imap://localhost", &[("IMAP_MODE", "push")]).is_err());
-        assert!(local.allow_plaintext && local.tls == ImapTls::StartTls);
+        assert!(local.allow_plaintext && local.tls == imap::Tls::StartTls);
         let remote = with("imap://mail.example.org", &[]).expect("STARTTLS").imap.remove(0);
         assert!(!remote.allow_plaintext, "the password only goes over TLS");
         assert!(
@@ -662,7 +499,7 @@ mod tests {
                 .allow_plaintext
         );
         let tls = with("imaps://imap.example.org", &[]).expect("imaps").imap.remove(0);
-        assert_eq!((tls.tls, tls.port), (ImapTls::Implicit, 993));
+        assert_eq!((tls.tls, tls.port), (imap::Tls::Implicit, 993));
         assert!(with("pop3://mail.example.org", &[]).is_err());
         let both = with("imap://localhost", &[("IMAP_OAUTH2_TOKEN_COMMAND", "print-token")]);
         assert!(both.is_err(), "a password and a token command at once is ambiguous");
@@ -670,7 +507,7 @@ mod tests {
             with("imap://localhost", &[("IMAP_START", "since:2026-01-31")]).expect("since").imap.remove(0);
         assert_eq!(
             since.start,
-            ImapStart::Since(chrono::NaiveDate::from_ymd_opt(2026, 1, 31).expect("date"))
+            imap::Start::Since(chrono::NaiveDate::from_ymd_opt(2026, 1, 31).expect("date"))
         );
         assert!(with("imap://localhost", &[("IMAP_START", "yesterday")]).is_err());
         assert!(settings(&[]).expect("defaults").imap.is_empty());
@@ -688,9 +525,9 @@ mod tests {
         assert_eq!(s.retry_schedule, [Duration::from_secs(2), Duration::from_secs(86_400)]);
         assert!(settings(&[("SMTP_RETRY_SCHEDULE", "5")]).is_err(), "a unit is required");
         assert!(settings(&[("SMTP_RETRY_SCHEDULE", "soon")]).is_err());
-        assert_eq!(s.cap_per_thread, Some(ReplyCap { count: 10, window: Duration::from_secs(600) }));
+        assert_eq!(s.caps.per_thread, Some(ReplyCap { count: 10, window: Duration::from_secs(600) }));
         let off = settings(&[("SWARM_REPLY_CAP_RECIPIENT", "off")]).expect("valid");
-        assert_eq!(off.cap_per_recipient, None);
+        assert_eq!(off.caps.per_recipient, None);
         assert!(settings(&[("SWARM_REPLY_CAP_THREAD", "10")]).is_err());
     }
 
@@ -718,15 +555,16 @@ mod tests {
 
     #[test]
     fn sender_policy_settings() {
-        use crate::mail::auth::DnsResolver;
-        use crate::mail::policy::DmarcProof;
         assert!(settings(&[]).expect("defaults").sender_policy.dmarc.is_none());
         let s = settings(&[
             ("SWARM_ALLOWED_SENDERS", "@example.org"),
             ("SWARM_DNS_RESOLVER", "127.0.0.1:5353, ::1"),
         ])
         .expect("valid");
-        assert!(matches!(s.sender_policy.dmarc, Some(DmarcProof::Dns(_))), "verified in process by default");
+        assert!(
+            matches!(s.sender_policy.dmarc, Some(DmarcSource::Dns { .. })),
+            "verified in process by default"
+        );
         let err =
             settings(&[("SWARM_ALLOWED_SENDERS", "@example.org"), ("SWARM_DNS_RESOLVER", "dns.example")])
                 .expect_err("not an address");
@@ -745,7 +583,7 @@ mod tests {
         .expect("valid");
         assert_eq!(s.sender_policy.allowed, ["boss@corp.example", "@example.org"]);
         assert!(
-            matches!(&s.sender_policy.dmarc, Some(DmarcProof::Header { authserv_id }) if authserv_id == "mx.ours")
+            matches!(&s.sender_policy.dmarc, Some(DmarcSource::Header { authserv_id }) if authserv_id == "mx.ours")
         );
         let s = settings(&[("SWARM_ALLOWED_SENDERS", "@example.org"), ("SWARM_REQUIRE_DMARC", "false")])
             .expect("valid");

@@ -39,7 +39,7 @@ fn main() {
 /// How the guard sees one message.
 fn classify(raw: &[u8], own: &swarm_director::domain::EmailAddress) -> (&'static str, String) {
     use swarm_director::mail::guard;
-    let limits = swarm_director::config::MimeLimits::default();
+    let limits = swarm_director::mail::parse::Limits::default();
     let Ok(p) = swarm_director::mail::parse(raw, &limits) else { return ("quarantined", String::new()) };
     if let Some(b) = &p.signals.bounce {
         return ("bounce", format!("{} {}", b.format, b.kind()));
@@ -107,7 +107,7 @@ fn quote_stripping_finds_the_new_text_of_every_talon_reply(root: &std::path::Pat
         std::fs::read_dir(&dir).expect("talon").filter_map(|e| e.ok().map(|e| e.path())).collect();
     files.sort();
     assert!(files.len() >= 12);
-    let limits = swarm_director::config::MimeLimits::default();
+    let limits = swarm_director::mail::parse::Limits::default();
     for path in files {
         let raw = std::fs::read(&path).expect("read");
         let email = swarm_director::mail::parse(&raw, &limits).expect("parses").email;

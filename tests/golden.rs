@@ -5,8 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use swarm_director::config::MimeLimits;
 use swarm_director::mail::parse;
+use swarm_director::mail::parse::Limits;
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
@@ -49,7 +49,7 @@ fn every_fixture_parses_to_its_golden_json() {
     let mut failures = Vec::new();
     for path in files {
         let raw = fs::read(&path).expect("readable fixture");
-        let actual = match parse(&raw, &MimeLimits::default()) {
+        let actual = match parse(&raw, &Limits::default()) {
             Ok(p) => json!({"email": p.email, "signals": p.signals}),
             Err(e) => json!({"error": e.to_string()}),
         };

@@ -94,11 +94,11 @@ async fn smtp_urls_are_checked_at_start() {
     let url = format!("sqlite://{}/x.db", dir.path().display());
     for bad in ["pop3://mail.example.org", "smtp://", "smtp://host:port", "smtp://user@host"] {
         let settings = support::settings(dir.path(), &url, &[("SMTP_URL", bad)]);
-        assert!(swarm_director::mail::transport::Transport::from_settings(&settings).is_err(), "{bad}");
+        assert!(swarm_director::mail::transport::Transport::from_settings(&settings.smtp).is_err(), "{bad}");
     }
     for good in ["smtps://user:pw@smtp.example.org", "smtp://smtp.example.org:587", "smtp://127.0.0.1:2525"] {
         let settings = support::settings(dir.path(), &url, &[("SMTP_URL", good)]);
-        assert!(swarm_director::mail::transport::Transport::from_settings(&settings).is_ok(), "{good}");
+        assert!(swarm_director::mail::transport::Transport::from_settings(&settings.smtp).is_ok(), "{good}");
     }
 }
 

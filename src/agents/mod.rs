@@ -16,7 +16,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::mail::InboundEmail;
+use crate::domain::{InboundEmail, Usage};
 
 /// Most bytes of new text an agent reads; the rest is not analysed (bounds agent time).
 pub const MAX_AGENT_TEXT_BYTES: usize = 32 * 1024;
@@ -45,18 +45,6 @@ pub struct Turn {
     pub text: String,
     /// Our reply's summary and draft, as lines.
     pub reply: Vec<String>,
-}
-
-/// What a model call cost: recorded with the step, summed per task, checked against budgets.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct Usage {
-    pub model: String,
-    pub tokens_in: u64,
-    pub tokens_out: u64,
-    /// USD, when the model has a price (`LLM_PRICES`).
-    pub cost_usd: Option<f64>,
-    /// HTTP calls, retries included.
-    pub calls: u32,
 }
 
 /// An agent's JSON output and, for LLM agents, what producing it cost.

@@ -17,13 +17,14 @@
 //! poll or IDLE cycle (at most every lease/3, and IDLE is re-issued at least every 25 minutes);
 //! another instance takes over when it expires, at once when the holder shuts down.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use async_imap::{Client, Session};
 use futures_util::TryStreamExt;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -31,10 +32,86 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tracing::{info, instrument, warn};
 
-use crate::config::{ImapAuth, ImapMode, ImapSettings, ImapStart, ImapTls};
 use crate::domain::Outcome;
 use crate::intake::{Intake, Source};
 use crate::store::Store;
+
+/// Where IMAP intake starts in a mailbox it has never polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Only mail arriving from now on (the default: pointing the bot at a full inbox does not
+    /// answer years of old mail).
+    New,
+    /// Everything in the mailbox.
+    All,
+    /// Mail with an internal date on or after this day.
+    Since(chrono::NaiveDate),
+}
+
+/// How IMAP intake learns about new mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One connection that waits in IDLE (RFC 2177) and takes new mail as soon as it arrives.
+    Idle,
+    /// Connect, take new mail and log out every `IMAP_POLL_INTERVAL`.
+    Poll,
+}
+
+/// How the IMAP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// `imaps://`: TLS from the first byte (port 993).
+    Implicit,
+    /// `imap://`: STARTTLS (RFC 3501 §6.2.1) when the server offers it; plaintext only to a
+    /// loopback address or with `IMAP_ALLOW_PLAINTEXT=true`.
+    StartTls,
+}
+
+/// How intake logs in to IMAP.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// LOGIN with `IMAP_PASSWORD`.
+    Password(SecretString),
+    /// SASL XOAUTH2 (Gmail, Microsoft 365) with an access token printed by this shell command
+    /// (`IMAP_OAUTH2_TOKEN_COMMAND`), run before every login so a refreshed token is picked up.
+    OAuth2TokenCommand(String),
+}
+
+/// One IMAP mailbox to take mail from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+    /// May the password go over a connection without TLS (no STARTTLS offered)?
+    pub allow_plaintext: bool,
+    /// PEM file of the CA certificates to trust instead of the system's (`IMAP_CA_FILE`).
+    pub ca_file: Option<PathBuf>,
+    pub username: String,
+    pub auth: Auth,
+    pub mailbox: String,
+    /// UID MOVE processed mail here after the commit; otherwise set \Seen.
+    pub processed_mailbox: Option<String>,
+    /// UID MOVE oversize mail here; otherwise flag it \Flagged.
+    pub quarantine_mailbox: Option<String>,
+    pub start: Start,
+    pub mode: Mode,
+    pub poll_interval: Duration,
+    /// How long one instance may read the mailbox before renewing its claim; another instance
+    /// takes over when it expires.
+    pub lease: Duration,
+    /// `/health` reports the mailbox degraded when its last successful poll is older than this.
+    pub health_max_age: Duration,
+    /// Longest wait for any one IMAP command or the connection.
+    pub command_timeout: Duration,
+}
+
+impl Settings {
+    /// The key of this mailbox in `mailbox_state` and the audit log: `imap://user@host:port/Mailbox`.
+    pub fn key(&self) -> String {
+        format!("imap://{}@{}:{}/{}", self.username, self.host, self.port, self.mailbox)
+    }
+}
 
 /// SASL XOAUTH2 (https://developers.google.com/gmail/imap/xoauth2-protocol): the initial response
 /// carries the user and the bearer token; when the server rejects it, it sends an error
@@ -129,7 +206,7 @@ pub struct PollReport {
 const MAX_IDLE: Duration = Duration::from_secs(25 * 60);
 
 pub struct ImapIntake {
-    settings: ImapSettings,
+    settings: Settings,
     intake: Arc<Intake>,
     store: Store,
     max_bytes: usize,
@@ -151,7 +228,7 @@ where
 impl ImapIntake {
     /// Errors: an unreadable `IMAP_CA_FILE`, or no trusted CA certificates at all.
     pub fn new(
-        settings: ImapSettings,
+        settings: Settings,
         intake: Arc<Intake>,
         store: Store,
         max_bytes: usize,
@@ -177,7 +254,7 @@ impl ImapIntake {
         self.store.claim_mailbox(&self.settings.key(), &self.owner, self.settings.lease).await
     }
 
-    pub fn settings(&self) -> &ImapSettings {
+    pub fn settings(&self) -> &Settings {
         &self.settings
     }
 
@@ -203,14 +280,14 @@ impl ImapIntake {
             .map_err(|_| anyhow!("connecting to {}:{} timed out", s.host, s.port))?
             .with_context(|| format!("connecting to {}:{}", s.host, s.port))?;
         let mut stream: Box<dyn ImapStream> = Box::new(tcp);
-        if s.tls == ImapTls::Implicit {
+        if s.tls == Tls::Implicit {
             stream = self.wrap_tls(stream).await?;
         }
         let mut client = Client::new(stream);
         timed(limit, "greeting", client.read_response())
             .await?
             .context("the server closed the connection before its greeting")?;
-        if s.tls == ImapTls::StartTls {
+        if s.tls == Tls::StartTls {
             match timed(limit, "STARTTLS", client.run_command_and_check_ok("STARTTLS", None)).await {
                 Ok(()) => client = Client::new(self.wrap_tls(client.into_inner()).await?),
                 Err(e) if s.allow_plaintext => {
@@ -226,10 +303,10 @@ impl ImapIntake {
             }
         }
         let session = match &s.auth {
-            ImapAuth::Password(password) => {
+            Auth::Password(password) => {
                 tokio::time::timeout(limit, client.login(&s.username, password.expose_secret())).await
             }
-            ImapAuth::OAuth2TokenCommand(command) => {
+            Auth::OAuth2TokenCommand(command) => {
                 let token = oauth2_token(command, limit).await?;
                 let xoauth2 =
                     XOAuth2 { initial: Some(format!("user={}\x01auth=Bearer {token}\x01\x01", s.username)) };
@@ -346,15 +423,15 @@ impl ImapIntake {
     async fn starting_uid(&self, session: &mut ImapSession, uid_next: Option<u32>) -> Result<i64> {
         let limit = self.settings.command_timeout;
         match self.settings.start {
-            ImapStart::All => Ok(0),
-            ImapStart::New => match uid_next {
+            Start::All => Ok(0),
+            Start::New => match uid_next {
                 Some(next) => Ok(i64::from(next) - 1),
                 None => {
                     let all = timed(limit, "UID SEARCH", session.uid_search("ALL")).await?;
                     Ok(all.into_iter().max().map_or(0, i64::from))
                 }
             },
-            ImapStart::Since(day) => {
+            Start::Since(day) => {
                 let query = format!("SINCE {}", day.format("%d-%b-%Y"));
                 let found = timed(limit, "UID SEARCH", session.uid_search(&query)).await?;
                 Ok(found
@@ -444,13 +521,13 @@ pub async fn run(
             break;
         }
         let outcome: Result<Duration> = match s.mode {
-            ImapMode::Poll => imap.poll_once().await.map(|report| {
+            Mode::Poll => imap.poll_once().await.map(|report| {
                 if report.tasks > 0 {
                     task_wake.notify_one();
                 }
                 if report.not_ours { s.lease / 3 } else { s.poll_interval }
             }),
-            ImapMode::Idle => match imap.claim().await {
+            Mode::Idle => match imap.claim().await {
                 Ok(false) => Ok(s.lease / 3),
                 Err(e) => Err(e),
                 Ok(true) => match imap.idle_session(&task_wake, &mut stop).await {

@@ -13,9 +13,9 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
-use crate::config::MimeLimits;
 use crate::domain::EmailAddress;
 pub use crate::domain::Outcome;
+use crate::mail::parse::Limits as MimeLimits;
 use crate::mail::{guard, parse};
 use crate::store::{Disposition, NewMessage, NewTask, Nonce, Store};
 
@@ -44,8 +44,8 @@ type Headline = (Option<String>, Option<String>, Option<String>);
 fn headline(parsed: &Result<parse::ParsedMail, parse::ParseError>) -> Headline {
     match parsed {
         Ok(p) => (
-            p.email.message_id.clone(),
-            p.email.from.as_ref().map(|f| f.address.clone()),
+            p.email.message_id.as_ref().map(|id| id.as_str().to_owned()),
+            p.email.sender().map(|a| a.to_string()),
             Some(p.email.subject.clone()),
         ),
         Err(_) => (None, None, None),
@@ -221,7 +221,7 @@ impl Intake {
         Ok(match parsed {
             Err(e) => Disposition::Quarantined(e.to_string()),
             Ok(p) if p.signals.bounce.is_some() && !hints.requested => {
-                Disposition::Bounce(p.signals.bounce.unwrap_or_default())
+                Disposition::Bounce(p.signals.bounce.unwrap_or_default().notice())
             }
             Ok(p) => match verdict(&p) {
                 Err(NoTask::Guard(reason)) => Disposition::Ignored(reason),
@@ -258,7 +258,7 @@ impl Intake {
         verified: Option<&crate::mail::auth::DmarcVerdict>,
         reason: String,
     ) -> Disposition {
-        let to = p.email.from.as_ref().and_then(|f| EmailAddress::parse(&f.address).ok());
+        let to = p.email.sender().cloned();
         let (Some(templates), Some(to)) = (&self.templates, to) else {
             return Disposition::Ignored(reason);
         };

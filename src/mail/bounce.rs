@@ -16,7 +16,7 @@ use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
 use regex::Regex;
 use serde::Serialize;
 
-use crate::domain::MessageId;
+use crate::domain::{BounceNotice, MessageId};
 
 /// What a bounce says about one failed delivery.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -42,6 +42,23 @@ impl Bounce {
         match &self.status {
             Some(s) => format!("{class} {s}"),
             None => format!("{class} (no status)"),
+        }
+    }
+
+    /// What the outbox makes of this report: the delivery's record and whether a hard failure
+    /// suppresses the recipient.
+    pub fn notice(&self) -> BounceNotice {
+        let kind = self.kind();
+        let detail = match &self.diagnostic {
+            Some(d) => format!("{kind}: {d}"),
+            None => kind.clone(),
+        };
+        BounceNotice {
+            original_message_ids: self.original_message_ids.clone(),
+            recipient: self.recipient.clone(),
+            kind,
+            detail,
+            suppress: self.hard,
         }
     }
 }
@@ -188,7 +205,7 @@ fn diagnostic_line(text: &str) -> Option<String> {
 }
 
 fn clip(s: &str) -> String {
-    let one = crate::mail::parse::one_line(s);
+    let one = crate::domain::one_line(s);
     one.chars().take(300).collect()
 }
 

@@ -15,9 +15,9 @@ use lettre::message::header::{self, ContentTransferEncoding, ContentType, Header
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use serde::Serialize;
 
+use crate::domain::InboundEmail;
+use crate::domain::one_line;
 use crate::domain::{EmailAddress, MessageId, TaskId};
-use crate::mail::InboundEmail;
-use crate::mail::parse::one_line;
 
 /// Most Message-IDs copied into References: the first (thread root) and the newest ones.
 pub const MAX_REFERENCES: usize = 10;
@@ -177,12 +177,8 @@ fn strip_task_tags(s: &str) -> String {
 /// References for a reply: the original's References plus its Message-ID, at most
 /// [`MAX_REFERENCES`], keeping the first (the thread root) and the newest (RFC 5322 §3.6.4).
 pub fn references(original: &InboundEmail) -> Vec<MessageId> {
-    let mut ids: Vec<MessageId> = original
-        .references
-        .iter()
-        .chain(original.message_id.iter())
-        .filter_map(|id| MessageId::parse(id))
-        .collect();
+    let mut ids: Vec<MessageId> =
+        original.references.iter().chain(original.message_id.iter()).cloned().collect();
     ids.dedup();
     if ids.len() > MAX_REFERENCES {
         let tail = ids.split_off(ids.len() - (MAX_REFERENCES - 1));
@@ -301,7 +297,7 @@ fn reply_builder(
         .date_now()
         .header(AutoSubmitted)
         .header(XLoop(from.as_str().to_owned()));
-    if let Some(parent) = original.message_id.as_deref().and_then(MessageId::parse) {
+    if let Some(parent) = &original.message_id {
         builder = builder.in_reply_to(parent.bracketed());
     }
     let refs = references(original);
@@ -340,7 +336,7 @@ mod tests {
 
     fn email(refs: usize) -> InboundEmail {
         InboundEmail {
-            message_id: Some("orig@x.org".into()),
+            message_id: MessageId::parse("orig@x.org"),
             from: None,
             reply_to: None,
             to: vec![],
@@ -348,7 +344,7 @@ mod tests {
             subject: "s".into(),
             date: None,
             in_reply_to: vec![],
-            references: (0..refs).map(|i| format!("r{i}@x.org")).collect(),
+            references: (0..refs).filter_map(|i| MessageId::parse(&format!("r{i}@x.org"))).collect(),
             body_text: String::new(),
             new_text: String::new(),
             from_html: false,

@@ -60,8 +60,8 @@ pub fn automated(mail: &ParsedMail) -> Result<(), String> {
     if let Some(v) = &s.x_loop {
         return Err(format!("mail loop: X-Loop: {v}"));
     }
-    if let Some(from) = e.from.as_ref().and_then(|f| EmailAddress::parse(&f.address).ok()) {
-        let local = from.as_str().rsplit_once('@').map_or("", |(l, _)| l).to_ascii_lowercase();
+    if let Some(from) = e.sender() {
+        let local = from.local_part().to_ascii_lowercase();
         if AUTOMATED_SENDERS.contains(&local.as_str()) {
             return Err(format!("automated sender {from}"));
         }
@@ -73,30 +73,27 @@ pub fn automated(mail: &ParsedMail) -> Result<(), String> {
 /// (loops). `Ok` is the Reply-To address when present, else From (RFC 5322 §3.6.2).
 pub fn addressing(mail: &ParsedMail, own: &EmailAddress) -> Result<EmailAddress, String> {
     let e = &mail.email;
-    let Some(from) = &e.from else {
+    let Some(from) = e.sender() else {
         return Err("no valid sender address in From".into());
     };
-    let from = EmailAddress::parse(&from.address).map_err(|e| e.to_string())?;
-    if from == *own || e.reply_to.as_deref() == Some(own.as_str()) {
+    if from == own || e.reply_to.as_ref() == Some(own) {
         return Err(format!("mail loop: sent from our own address {own}"));
     }
     if e.message_id
-        .as_deref()
+        .as_ref()
+        .map(|id| id.as_str())
         .is_some_and(|id| id.starts_with("swarm.") && id.ends_with(&format!("@{}", own.domain())))
     {
         return Err("mail loop: carries a Message-ID we generated".into());
     }
-    match &e.reply_to {
-        Some(r) => EmailAddress::parse(r).map_err(|e| e.to_string()),
-        None => Ok(from),
-    }
+    Ok(e.reply_to.clone().unwrap_or_else(|| from.clone()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::MimeLimits;
     use crate::mail::parse;
+    use crate::mail::parse::Limits as MimeLimits;
 
     fn verdict(raw: &str) -> Result<EmailAddress, String> {
         let own = EmailAddress::parse("swarm@bot.example").expect("valid");

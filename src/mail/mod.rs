@@ -11,4 +11,4 @@ pub mod policy;
 pub mod quote;
 pub mod transport;
 
-pub use parse::{Attachment, InboundEmail, Mailbox, ParseError, ParsedMail, parse};
+pub use parse::{ParseError, ParsedMail, parse};

@@ -9,60 +9,31 @@
 use std::borrow::Cow;
 
 use mail_parser::{Address, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::config::MimeLimits;
-use crate::domain::{EmailAddress, MessageId};
+use crate::domain::{Attachment, EmailAddress, InboundEmail, Mailbox, MessageId, one_line, truncate};
 use crate::mail::quote;
+
+/// Limits applied to untrusted inbound mail before and while parsing (`SWARM_MAX_MESSAGE_BYTES`,
+/// `SWARM_MAX_MIME_DEPTH`, `SWARM_MAX_MIME_PARTS`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest raw message accepted, in bytes.
+    pub max_bytes: usize,
+    /// Deepest nesting of multiparts and enclosed messages.
+    pub max_depth: usize,
+    /// Most MIME parts in one message, counting nested ones.
+    pub max_parts: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_bytes: 25 * 1024 * 1024, max_depth: 20, max_parts: 2_000 }
+    }
+}
 
 /// Bytes of a text attachment kept for the agents.
 const ATTACHMENT_TEXT_BYTES: usize = 64 * 1024;
-
-/// A parsed inbound message, as stored with its task (JSON) and given to agents.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct InboundEmail {
-    /// Bare Message-ID when the header holds a valid one.
-    pub message_id: Option<String>,
-    pub from: Option<Mailbox>,
-    /// First valid Reply-To address, if any.
-    pub reply_to: Option<String>,
-    pub to: Vec<String>,
-    pub cc: Vec<String>,
-    /// Decoded, on one line (CR, LF and tabs turned into spaces).
-    pub subject: String,
-    /// The Date header as RFC 3339, when it parses.
-    pub date: Option<String>,
-    /// Valid Message-IDs only, bare.
-    pub in_reply_to: Vec<String>,
-    pub references: Vec<String>,
-    /// The whole text body; HTML converted to text when the message has no text part.
-    pub body_text: String,
-    /// The new text of a reply: `body_text` without quoted history or signature.
-    pub new_text: String,
-    /// True when `body_text` was converted from HTML.
-    pub from_html: bool,
-    pub attachments: Vec<Attachment>,
-    /// Caller-supplied JSON object kept with the task (the task hook's `metadata`); never from mail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Mailbox {
-    pub name: Option<String>,
-    pub address: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Attachment {
-    pub name: Option<String>,
-    /// `type/subtype`, lower case.
-    pub content_type: String,
-    /// Decoded size in bytes.
-    pub size_bytes: usize,
-    /// Start of the decoded text for text attachments (at most 64 KiB), for summaries.
-    pub text: Option<String>,
-}
 
 /// Header facts the guard looks at; not stored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -120,7 +91,7 @@ pub enum ParseError {
 pub const MAX_ENCLOSED: usize = 256;
 
 /// Parses raw bytes under `limits`.
-pub fn parse(raw: &[u8], limits: &MimeLimits) -> Result<ParsedMail, ParseError> {
+pub fn parse(raw: &[u8], limits: &Limits) -> Result<ParsedMail, ParseError> {
     if raw.len() > limits.max_bytes {
         return Err(ParseError::TooLarge { size: raw.len(), limit: limits.max_bytes });
     }
@@ -180,13 +151,13 @@ fn normalize(raw: &[u8]) -> Cow<'_, [u8]> {
 
 /// Counts parts (nested messages included) and measures nesting depth, stopping as soon as a
 /// limit is passed, so the walk itself is bounded.
-fn check_shape(message: &Message<'_>, limits: &MimeLimits) -> Result<(), ParseError> {
+fn check_shape(message: &Message<'_>, limits: &Limits) -> Result<(), ParseError> {
     fn walk(
         message: &Message<'_>,
         part: u32,
         depth: usize,
         parts: &mut usize,
-        limits: &MimeLimits,
+        limits: &Limits,
     ) -> Result<(), ParseError> {
         if depth > limits.max_depth {
             return Err(ParseError::TooDeep { limit: limits.max_depth });
@@ -213,38 +184,28 @@ fn check_shape(message: &Message<'_>, limits: &MimeLimits) -> Result<(), ParseEr
     walk(message, 0, 1, &mut parts, limits)
 }
 
-/// Turns a decoded header text into one safe line: CR, LF and other controls become spaces.
-pub fn one_line(s: &str) -> String {
-    let spaced: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    spaced.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn addresses(value: Option<&Address<'_>>) -> Vec<String> {
+fn addresses(value: Option<&Address<'_>>) -> Vec<EmailAddress> {
     value
         .map(|a| a.iter().filter_map(|addr| addr.address()).filter_map(|s| EmailAddress::parse(s).ok()))
         .into_iter()
         .flatten()
-        .map(String::from)
         .collect()
 }
 
-fn message_ids(value: &HeaderValue<'_>) -> Vec<String> {
+fn message_ids(value: &HeaderValue<'_>) -> Vec<MessageId> {
     let ids: Vec<&str> = match value {
         HeaderValue::Text(t) => vec![t.as_ref()],
         HeaderValue::TextList(list) => list.iter().map(|t| t.as_ref()).collect(),
         _ => Vec::new(),
     };
-    ids.into_iter().filter_map(MessageId::parse).map(|id| id.as_str().to_owned()).collect()
+    ids.into_iter().filter_map(MessageId::parse).collect()
 }
 
 fn to_inbound(m: &Message<'_>) -> InboundEmail {
     let from = m.from().and_then(|list| {
         let first = list.first()?;
         if let Some(address) = first.address().and_then(|a| EmailAddress::parse(a).ok()) {
-            return Some(Mailbox {
-                name: first.name().map(one_line).filter(|n| !n.is_empty()),
-                address: address.into(),
-            });
+            return Some(Mailbox { name: first.name().map(one_line).filter(|n| !n.is_empty()), address });
         }
         // "From: Ann ann@x.org" (no angle brackets) is split oddly by mail-parser; take the
         // first word anywhere in the field that is an address.
@@ -253,12 +214,12 @@ fn to_inbound(m: &Message<'_>) -> InboundEmail {
             .flatten()
             .flat_map(str::split_whitespace)
             .find_map(|w| EmailAddress::parse(w.trim_matches(|c| "<>\"'(),;".contains(c))).ok())
-            .map(|address| Mailbox { name: None, address: address.into() })
+            .map(|address| Mailbox { name: None, address })
     });
     let (body_text, from_html) = body_text(m);
     let new_text = quote::new_text(&body_text);
     InboundEmail {
-        message_id: m.message_id().and_then(MessageId::parse).map(|id| id.as_str().to_owned()),
+        message_id: m.message_id().and_then(MessageId::parse),
         from,
         reply_to: addresses(m.reply_to()).into_iter().next(),
         to: addresses(m.to()),
@@ -342,18 +303,6 @@ fn attachment(part: &MessagePart<'_>) -> Attachment {
         size_bytes: part.len(),
         text: text.map(|t| normalize_newlines(&t)),
     }
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-pub fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
 }
 
 /// Headers only list software adds (RFC 2919, RFC 2369, ezmlm).
@@ -448,13 +397,13 @@ fn signals(m: &Message<'_>) -> Signals {
 mod tests {
     use super::*;
 
-    fn limits() -> MimeLimits {
-        MimeLimits::default()
+    fn limits() -> Limits {
+        Limits::default()
     }
 
     #[test]
     fn oversize_message_is_rejected_before_parsing() {
-        let small = MimeLimits { max_bytes: 10, ..limits() };
+        let small = Limits { max_bytes: 10, ..limits() };
         assert_eq!(
             parse(b"Subject: x\r\n\r\nhello world", &small).expect_err("too large"),
             ParseError::TooLarge { size: 25, limit: 10 }
@@ -504,7 +453,7 @@ mod tests {
             raw.push_str(&format!("--b\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n"));
         }
         raw.push_str("--b--\r\n");
-        let few = MimeLimits { max_parts: 20, ..limits() };
+        let few = Limits { max_parts: 20, ..limits() };
         assert!(matches!(parse(raw.as_bytes(), &few), Err(ParseError::TooManyParts { .. })));
         assert!(parse(raw.as_bytes(), &limits()).is_ok());
     }
@@ -561,13 +510,13 @@ mod tests {
         let p = parse(raw, &limits()).expect("parses");
         assert_eq!(p.email.message_id, None);
         assert_eq!(p.email.in_reply_to, vec!["good@x.org"]);
-        assert!(p.email.references.iter().all(|r| MessageId::parse(r).is_some()));
+        assert!(p.email.references.iter().all(|r| MessageId::parse(r.as_str()).is_some()));
     }
 
     #[test]
     fn sender_without_angle_brackets_is_still_found() {
         let p = parse(b"From: Test test@example.com\r\nSubject: x\r\n\r\nhi", &limits()).expect("parses");
-        assert_eq!(p.email.from.map(|f| f.address).as_deref(), Some("test@example.com"));
+        assert_eq!(p.email.from.map(|f| f.address.to_string()).as_deref(), Some("test@example.com"));
         let p = parse(b"From: user2\r\nSubject: x\r\n\r\nhi", &limits()).expect("parses");
         assert_eq!(p.email.from, None);
     }
@@ -589,11 +538,5 @@ mod tests {
         assert_eq!(s.auto_submitted.as_deref(), Some("auto-replied"));
         assert!(s.null_return_path);
         assert_eq!(s.report_type.as_deref(), Some("delivery-status"));
-    }
-
-    #[test]
-    fn truncate_respects_char_boundaries() {
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("héllo", 3), "hé");
     }
 }

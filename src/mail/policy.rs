@@ -13,9 +13,33 @@
 //!
 //! A refused sender's message makes no task; it is stored as ignored with the reason.
 
-use crate::domain::EmailAddress;
+use std::time::Duration;
+
+use anyhow::Context;
+
 use crate::mail::ParsedMail;
-use crate::mail::auth::{Authenticator, DmarcVerdict, SmtpPeer};
+use crate::mail::auth::{Authenticator, DmarcVerdict, DnsResolver, SmtpPeer};
+
+/// The policy as configured (`SWARM_ALLOWED_SENDERS`, `SWARM_REQUIRE_DMARC`,
+/// `SWARM_TRUSTED_AUTHSERV_ID`, `SWARM_DNS_RESOLVER`, `SWARM_DNS_TIMEOUT_SECS`,
+/// `SWARM_POLITE_REFUSAL`); [`SenderPolicy::build`] makes the working policy from it.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySettings {
+    /// Lower-case addresses and `@domain` entries; empty allows anyone.
+    pub allowed: Vec<String>,
+    /// How DMARC is proven; `None` when it is not required.
+    pub dmarc: Option<DmarcSource>,
+    pub polite_refusal: bool,
+}
+
+/// Where the proof of DMARC is to come from, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DmarcSource {
+    /// The topmost Authentication-Results header, when written by this authserv-id.
+    Header { authserv_id: String },
+    /// Verified in process against these name servers, each query within `timeout`.
+    Dns { resolver: DnsResolver, timeout: Duration },
+}
 
 /// The configured policy.
 #[derive(Debug, Clone, Default)]
@@ -39,9 +63,25 @@ pub enum DmarcProof {
 }
 
 impl SenderPolicy {
+    /// The working policy; builds the DNS authenticator when DMARC is verified in process.
+    ///
+    /// Errors when the resolver cannot be set up.
+    pub fn build(settings: &PolicySettings) -> anyhow::Result<Self> {
+        let dmarc = match &settings.dmarc {
+            None => None,
+            Some(DmarcSource::Header { authserv_id }) => {
+                Some(DmarcProof::Header { authserv_id: authserv_id.clone() })
+            }
+            Some(DmarcSource::Dns { resolver, timeout }) => Some(DmarcProof::Dns(Box::new(
+                Authenticator::new(resolver, *timeout).context("SWARM_REQUIRE_DMARC needs a DNS resolver")?,
+            ))),
+        };
+        Ok(Self { allowed: settings.allowed.clone(), dmarc, polite_refusal: settings.polite_refusal })
+    }
+
     /// The lower-case From address and domain, when the From header holds a valid address.
     fn sender(mail: &ParsedMail) -> Option<(String, String)> {
-        let from = mail.email.from.as_ref().and_then(|f| EmailAddress::parse(&f.address).ok())?;
+        let from = &mail.email.from.as_ref()?.address;
         Some((from.as_str().to_ascii_lowercase(), from.domain().to_ascii_lowercase()))
     }
 
@@ -172,8 +212,8 @@ pub fn parse_authentication_results(value: &str) -> Option<AuthResults> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::MimeLimits;
     use crate::mail::parse;
+    use crate::mail::parse::Limits as MimeLimits;
 
     fn mail(headers: &str) -> ParsedMail {
         parse(format!("{headers}\r\nSubject: x\r\n\r\nbody").as_bytes(), &MimeLimits::default())

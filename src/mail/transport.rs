@@ -3,15 +3,31 @@
 //! about retries from the [`SendError`] it returns.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::Settings;
+/// Where replies go: an SMTP relay (`SMTP_URL`, `SMTP_ALLOW_PLAINTEXT`, `SMTP_CA_FILE`,
+/// `SMTP_TIMEOUT_SECS`) or, without one, `.eml` files in `SWARM_OUTBOX_DIR`.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    /// `smtp://[user:password@]host[:port]` (STARTTLS) or `smtps://...` (TLS from the start);
+    /// unset means `.eml` files.
+    pub url: Option<SecretString>,
+    /// May SMTP run without TLS to a non-loopback relay that offers no STARTTLS?
+    pub allow_plaintext: bool,
+    /// PEM file of the CA certificates to trust for SMTP instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Longest wait for any one SMTP command.
+    pub timeout: Duration,
+    /// Folder that receives replies as `.eml` files when no SMTP relay is set.
+    pub outbox_dir: PathBuf,
+}
 
 /// A failed send: transient ones are retried, permanent ones are not.
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +50,8 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub fn from_settings(settings: &Settings) -> Result<Self> {
-        match &settings.smtp_url {
+    pub fn from_settings(settings: &SmtpSettings) -> Result<Self> {
+        match &settings.url {
             Some(url) => Ok(Self::Smtp(smtp_transport(url.expose_secret(), settings)?)),
             None => Ok(Self::Files(settings.outbox_dir.clone())),
         }
@@ -87,7 +103,7 @@ impl Transport {
 ///
 /// Credentials are sent with AUTH PLAIN or LOGIN (RFC 4954), percent-decoded. Certificates are
 /// checked against the system's CAs, or only those in `SMTP_CA_FILE`. Connections are pooled.
-fn smtp_transport(url: &str, settings: &Settings) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
+fn smtp_transport(url: &str, settings: &SmtpSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
     let (implicit_tls, rest) = match url.split_once("://") {
         Some(("smtp", rest)) => (false, rest),
         Some(("smtps", rest)) => (true, rest),
@@ -105,7 +121,7 @@ fn smtp_transport(url: &str, settings: &Settings) -> Result<AsyncSmtpTransport<T
     let host = host.trim_start_matches('[').trim_end_matches(']');
     anyhow::ensure!(!host.is_empty(), "SMTP_URL has no host");
     let mut tls = TlsParameters::builder(host.to_owned());
-    if let Some(file) = &settings.smtp_ca_file {
+    if let Some(file) = &settings.ca_file {
         let pem = std::fs::read(file).with_context(|| format!("SMTP_CA_FILE {}", file.display()))?;
         tls = tls.certificate_store(CertificateStore::None).add_root_certificate(
             Certificate::from_pem(&pem).context("SMTP_CA_FILE is not a PEM certificate")?,
@@ -114,7 +130,7 @@ fn smtp_transport(url: &str, settings: &Settings) -> Result<AsyncSmtpTransport<T
     let tls = tls.build().context("SMTP TLS settings")?;
     let mode = if implicit_tls {
         Tls::Wrapper(tls)
-    } else if !starttls_required(host, settings.smtp_allow_plaintext) {
+    } else if !starttls_required(host, settings.allow_plaintext) {
         Tls::Opportunistic(tls)
     } else {
         Tls::Required(tls)
@@ -122,7 +138,7 @@ fn smtp_transport(url: &str, settings: &Settings) -> Result<AsyncSmtpTransport<T
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
         .port(port)
         .tls(mode)
-        .timeout(Some(settings.smtp_timeout));
+        .timeout(Some(settings.timeout));
     if let Some(c) = credentials {
         let (user, password) = c.split_once(':').context("SMTP_URL credentials must be user:password")?;
         let decode =

@@ -16,9 +16,9 @@ pub mod workflows;
 
 use std::sync::Arc;
 
-use crate::agents::{Agent, AgentError, TaskContext, Turn, Usage};
+use crate::agents::{Agent, AgentError, TaskContext, Turn};
 use crate::domain::{EmailAddress, TaskId};
-use crate::mail::InboundEmail;
+use crate::domain::{InboundEmail, Usage};
 use crate::mail::compose::{ReplyContent, Section, Templates, compose};
 use crate::store::{ClaimedTask, NewDelivery, NewStep, StepOutcome, Store};
 
@@ -476,7 +476,7 @@ impl Orchestrator {
                 task: task.id,
                 from: task.sender,
                 subject: email.subject,
-                text: crate::mail::parse::truncate(&email.new_text, 4 * 1024),
+                text: crate::domain::truncate(&email.new_text, 4 * 1024),
                 reply,
             });
         }

@@ -45,7 +45,7 @@ use super::{STEP_TIMEOUT, Step, Workflow};
 use crate::agents::llm::{LlmAgent, LlmClient, Prompts, Role};
 use crate::agents::{Agent, local_agents};
 use crate::domain::EmailAddress;
-use crate::mail::InboundEmail;
+use crate::domain::InboundEmail;
 
 /// The task workflow name that asks the orchestrator to let the director choose.
 pub const DIRECTOR_ROUTED: &str = "(director)";
@@ -112,7 +112,7 @@ impl Rule {
             Rule::PlusAddress(tag) => {
                 let (own_local, own_domain) = own.as_str().rsplit_once('@')?;
                 email.to.iter().chain(&email.cc).find_map(|address| {
-                    let (local, domain) = address.rsplit_once('@')?;
+                    let (local, domain) = (address.local_part(), address.domain());
                     let (base, plus) = local.split_once('+')?;
                     (base.eq_ignore_ascii_case(own_local)
                         && domain.eq_ignore_ascii_case(own_domain)
@@ -135,8 +135,7 @@ impl Rule {
             }
             Rule::SenderDomain(domain) => {
                 let from = email.from.as_ref()?;
-                let (_, d) = from.address.rsplit_once('@')?;
-                d.eq_ignore_ascii_case(domain).then(|| format!("sender domain {domain}"))
+                from.address.domain().eq_ignore_ascii_case(domain).then(|| format!("sender domain {domain}"))
             }
         }
     }
@@ -481,9 +480,12 @@ mod tests {
     fn email(to: &str, subject: &str, text: &str, from: &str) -> InboundEmail {
         InboundEmail {
             message_id: None,
-            from: Some(crate::mail::parse::Mailbox { name: None, address: from.to_owned() }),
+            from: Some(crate::domain::Mailbox {
+                name: None,
+                address: EmailAddress::parse(from).expect("address"),
+            }),
             reply_to: None,
-            to: vec![to.to_owned()],
+            to: vec![EmailAddress::parse(to).expect("address")],
             cc: vec![],
             subject: subject.into(),
             date: None,

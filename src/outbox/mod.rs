@@ -10,7 +10,6 @@ use chrono::Utc;
 use rand::Rng;
 use tracing::{info, warn};
 
-use crate::config::ReplyCap;
 use crate::mail::transport::Transport;
 use crate::store::{CapScope, ClaimedDelivery, Store, timestamp};
 
@@ -38,6 +37,13 @@ pub struct Outbox {
 pub struct Caps {
     pub per_thread: Option<ReplyCap>,
     pub per_recipient: Option<ReplyCap>,
+}
+
+/// A reply cap: `count` replies within `window`; beyond it replies are held, not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyCap {
+    pub count: u32,
+    pub window: Duration,
 }
 
 impl Outbox {

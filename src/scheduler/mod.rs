@@ -9,8 +9,8 @@ use cron::Schedule;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::agents::BoxFuture;
 use crate::store::Store;
+use futures_util::future::BoxFuture;
 
 pub struct Job {
     pub name: &'static str,

@@ -34,12 +34,74 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::config::{Endpoint, Settings};
 use crate::intake::providers::form::Form;
 use crate::intake::providers::sendgrid::{self, SignatureKey};
 use crate::intake::providers::{Rejection, basic_auth_matches, hook, mailgun, postmark};
 use crate::intake::webhook::{SignedHeaders, Verifier};
 use crate::intake::{Hints, Outcome, Source};
+
+/// An HTTP intake endpoint, for `SWARM_INBOUND_DISABLED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /inbound/raw`
+    Raw,
+    /// `POST /inbound/mailgun` and `/inbound/mailgun/mime`
+    Mailgun,
+    /// `POST /inbound/sendgrid`
+    Sendgrid,
+    /// `POST /inbound/postmark`
+    Postmark,
+    /// `POST /hooks/{name}`
+    Hooks,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 5] =
+        [Endpoint::Raw, Endpoint::Mailgun, Endpoint::Sendgrid, Endpoint::Postmark, Endpoint::Hooks];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Raw => "raw",
+            Endpoint::Mailgun => "mailgun",
+            Endpoint::Sendgrid => "sendgrid",
+            Endpoint::Postmark => "postmark",
+            Endpoint::Hooks => "hooks",
+        }
+    }
+}
+
+/// The HTTP intake endpoints: their secrets and the limits every one of them applies.
+/// An endpoint whose secret is not set, or that is listed in `SWARM_INBOUND_DISABLED`, answers 404.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Standard Webhooks secrets (`whsec_<base64>`) of `/inbound/raw` (`SWARM_WEBHOOK_SECRETS`),
+    /// several for rotation; empty disables the endpoint.
+    pub raw_secrets: Vec<SecretString>,
+    /// Accepted clock skew of signed webhooks (`SWARM_WEBHOOK_TOLERANCE_SECS`).
+    pub webhook_tolerance: Duration,
+    /// Mailgun's HTTP webhook signing key (`MAILGUN_SIGNING_KEY`).
+    pub mailgun_signing_key: Option<SecretString>,
+    /// Accepted age (either way) of a Mailgun `timestamp` (`MAILGUN_TIMESTAMP_TOLERANCE_SECS`).
+    pub mailgun_tolerance: Duration,
+    /// `user:password` SendGrid must present (put in the Destination URL).
+    pub sendgrid_basic_auth: Option<SecretString>,
+    /// Public key of a SendGrid signing policy: base64 DER or PEM.
+    pub sendgrid_verification_key: Option<String>,
+    /// `user:password` Postmark must present (put in the webhook URL).
+    pub postmark_basic_auth: Option<SecretString>,
+    /// Standard Webhooks secrets of `/hooks/{name}` (`SWARM_HOOK_SECRETS`, default
+    /// `SWARM_WEBHOOK_SECRETS`).
+    pub hook_secrets: Vec<SecretString>,
+    pub disabled: Vec<Endpoint>,
+    /// Largest request body, in bytes; larger ones get 413 before the rest is read.
+    pub max_request_bytes: usize,
+    /// Longest time to receive a request body.
+    pub read_timeout: Duration,
+    /// Requests per second per client address and endpoint; 0 turns rate limiting off.
+    pub rate_per_sec: u32,
+    /// Requests a client may send at once above the rate.
+    pub rate_burst: u32,
+}
 
 /// Everything the intake endpoints need besides the shared state.
 pub struct Inbound {
@@ -64,10 +126,11 @@ pub struct Inbound {
 
 impl Inbound {
     /// Errors name the setting that is wrong, never a secret's value.
-    pub fn from_settings(s: &Settings, workflows: Vec<String>) -> Result<Self> {
-        let i = &s.inbound;
+    ///
+    /// `max_message_bytes` caps `/inbound/raw` bodies, which are the message itself.
+    pub fn from_settings(i: &Settings, max_message_bytes: usize, workflows: Vec<String>) -> Result<Self> {
         let verifier = |secrets: &[SecretString]| -> Result<Option<Verifier>> {
-            Ok(if secrets.is_empty() { None } else { Some(Verifier::new(secrets, s.webhook_tolerance)?) })
+            Ok(if secrets.is_empty() { None } else { Some(Verifier::new(secrets, i.webhook_tolerance)?) })
         };
         let limiters = NonZeroU32::new(i.rate_per_sec).map(|rate| {
             let burst = NonZeroU32::new(i.rate_burst).unwrap_or(rate);
@@ -77,9 +140,9 @@ impl Inbound {
                 .collect()
         });
         Ok(Self {
-            raw: verifier(&s.webhook_secrets).context("SWARM_WEBHOOK_SECRETS")?,
+            raw: verifier(&i.raw_secrets).context("SWARM_WEBHOOK_SECRETS")?,
             hooks: verifier(&i.hook_secrets).context("SWARM_HOOK_SECRETS")?,
-            webhook_tolerance: s.webhook_tolerance,
+            webhook_tolerance: i.webhook_tolerance,
             mailgun_key: i.mailgun_signing_key.clone(),
             mailgun_tolerance: i.mailgun_tolerance,
             sendgrid_basic: i.sendgrid_basic_auth.clone(),
@@ -92,7 +155,7 @@ impl Inbound {
             postmark_basic: i.postmark_basic_auth.clone(),
             disabled: i.disabled.clone(),
             max_request_bytes: i.max_request_bytes,
-            max_message_bytes: s.mime_limits.max_bytes,
+            max_message_bytes,
             read_timeout: i.read_timeout,
             limiters,
             workflows,

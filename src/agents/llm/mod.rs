@@ -26,8 +26,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{AgentError, AgentOutput, BoxFuture, MAX_AGENT_TEXT_BYTES, TaskContext, Usage};
-use crate::mail::parse::truncate;
+use super::{AgentError, AgentOutput, BoxFuture, MAX_AGENT_TEXT_BYTES, TaskContext};
+use crate::domain::Usage;
+use crate::domain::truncate;
 pub use client::{ChatMessage, Completion, LlmClient, LlmError, LlmSettings};
 
 const EMBEDDED: &[(&str, &str)] = &[
@@ -155,7 +156,7 @@ impl LlmInput {
         let email = task.email;
         Self {
             subject: email.subject.clone(),
-            from: email.from.as_ref().map(|f| f.address.clone()).unwrap_or_default(),
+            from: email.sender().map(|a| a.to_string()).unwrap_or_default(),
             date: email.date.clone(),
             text: truncate(&email.new_text, MAX_AGENT_TEXT_BYTES),
             attachments: email.attachments.iter().map(|a| a.name.clone().unwrap_or_default()).collect(),

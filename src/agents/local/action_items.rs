@@ -88,7 +88,7 @@ pub fn extract(input: &TextInput) -> ActionItemsOutput {
             let rule = request_phrase(&s).map(|p| format!("request phrase {p}")).or(commitment)?;
             let due = find_due(&s, input.base_date);
             Some(ActionItem {
-                text: crate::mail::parse::truncate(&s, 300),
+                text: crate::domain::truncate(&s, 300),
                 assignee: who,
                 due: due.as_ref().map(|(d, _)| d.to_string()),
                 due_phrase: due.map(|(_, p)| p),

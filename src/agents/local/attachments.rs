@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::summarize::summarize;
 use crate::agents::{LocalAgent, TaskContext};
-use crate::mail::Attachment;
+use crate::domain::Attachment;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttachmentInfo {

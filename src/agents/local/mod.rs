@@ -17,7 +17,7 @@ use chrono::{DateTime, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use super::{MAX_AGENT_TEXT_BYTES, TaskContext};
-use crate::mail::parse::truncate;
+use crate::domain::truncate;
 
 /// Input of the text agents (triage, summarize, action_items).
 #[derive(Debug, Clone, Serialize, Deserialize)]

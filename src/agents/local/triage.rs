@@ -93,7 +93,7 @@ impl LocalAgent for Triage {
 }
 
 fn out(category: Category, rule: String, evidence: Option<&str>) -> TriageOutput {
-    TriageOutput { category, rule, evidence: evidence.map(|e| crate::mail::parse::truncate(e, 300)) }
+    TriageOutput { category, rule, evidence: evidence.map(|e| crate::domain::truncate(e, 300)) }
 }
 
 fn words(s: &str) -> Vec<String> {

@@ -1,5 +1,19 @@
-//! Newtypes and enums shared by every module. Each newtype has one fallible constructor, so a value
-//! that exists is a valid one ("parse, don't validate"). No I/O here.
+//! The floor of the crate: newtypes and enums every layer shares, the parsed [`InboundEmail`],
+//! text helpers, usage figures and the [`Clock`]. Each newtype has one fallible constructor, so a
+//! value that exists is a valid one ("parse, don't validate"). Imports nothing of the crate and
+//! does no I/O (the system clock aside).
+
+mod bounce;
+mod clock;
+mod email;
+mod text;
+mod usage;
+
+pub use bounce::{BounceNotice, BouncedDelivery};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use email::{Attachment, InboundEmail, Mailbox};
+pub use text::{one_line, truncate};
+pub use usage::Usage;
 
 use std::fmt;
 
@@ -51,6 +65,23 @@ impl EmailAddress {
     pub fn domain(&self) -> &str {
         self.0.rsplit_once('@').map_or("", |(_, d)| d)
     }
+
+    /// The part before the last `@`, as written.
+    pub fn local_part(&self) -> &str {
+        self.0.rsplit_once('@').map_or("", |(l, _)| l)
+    }
+}
+
+impl PartialEq<str> for EmailAddress {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for EmailAddress {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
 }
 
 impl TryFrom<String> for EmailAddress {
@@ -78,7 +109,37 @@ impl fmt::Display for EmailAddress {
 /// characters, `<>` inside, or more than 250 bytes. Such ids are dropped from our threading headers
 /// rather than copied into them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct MessageId(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid Message-ID {0:?}")]
+pub struct InvalidMessageId(pub String);
+
+impl TryFrom<String> for MessageId {
+    type Error = InvalidMessageId;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s).ok_or_else(|| InvalidMessageId(s.chars().take(80).collect()))
+    }
+}
+
+impl From<MessageId> for String {
+    fn from(id: MessageId) -> Self {
+        id.0
+    }
+}
+
+impl PartialEq<str> for MessageId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for MessageId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
 
 impl MessageId {
     pub fn parse(input: &str) -> Option<Self> {

@@ -1,0 +1,405 @@
+//! Tasks and their steps: creating them (with the follow-up link), claiming under a lease,
+//! recording steps, completing with the reply in the same transaction, conversations.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::FromRow;
+
+use super::dialect::{later, now};
+use super::{NewDelivery, Store, as_json, as_json_opt};
+use crate::audit::AuditEvent;
+use crate::domain::{MessageId, StepStatus, TaskId, TaskStatus};
+
+/// What [`Store::follow_up`] found.
+pub(super) enum FollowUp {
+    New,
+    Joins { conversation: i64, follows: i64 },
+    NotJoined { task: i64, why: String },
+}
+
+#[derive(Debug)]
+pub struct NewTask {
+    pub sender: String,
+    pub reply_to: String,
+    pub subject: String,
+    pub workflow: String,
+    /// Why this workflow: the routing rule that matched, or how it was chosen (audited).
+    pub routed_by: String,
+    /// JSON of the parsed email the agents work on.
+    pub input: String,
+    /// What may make it a follow-up of an earlier task.
+    pub follow_up: FollowUpHints,
+}
+
+/// How a message may continue an earlier task's conversation: it answers one of our replies
+/// (a Message-ID in In-Reply-To/References) or carries a task's `[#id]` tag. It joins only when
+/// its sender is that task's sender; anyone else's mail starts its own task, so a leaked or
+/// guessed tag cannot read or steer someone else's conversation.
+#[derive(Debug, Clone, Default)]
+pub struct FollowUpHints {
+    /// References then In-Reply-To.
+    pub references: Vec<MessageId>,
+    /// The `[#id]` in the subject.
+    pub tag: Option<i64>,
+}
+
+/// A task claimed by a worker, with its lease.
+#[derive(Debug, Clone, FromRow)]
+pub struct ClaimedTask {
+    pub id: i64,
+    pub attempts: i64,
+    /// When the task was created (the message was accepted), RFC 3339.
+    pub created_at: String,
+    pub workflow: String,
+    pub sender: String,
+    pub reply_to: String,
+    pub subject: String,
+    pub input: String,
+    /// The first task of the conversation this one continues (a follow-up); `None` otherwise.
+    pub conversation_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct TaskRow {
+    pub id: i64,
+    pub message_id: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub sender: String,
+    pub reply_to: String,
+    pub subject: String,
+    pub workflow: String,
+    pub status: String,
+    pub attempts: i64,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    pub conversation_id: Option<i64>,
+    pub follows: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct StepRow {
+    pub id: i64,
+    pub attempt: i64,
+    pub position: i64,
+    pub agent: String,
+    pub model: Option<String>,
+    pub status: String,
+    #[serde(serialize_with = "as_json")]
+    pub input: String,
+    #[serde(serialize_with = "as_json_opt")]
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub tokens_in: Option<i64>,
+    pub tokens_out: Option<i64>,
+    pub cost_usd: Option<f64>,
+}
+
+/// A step about to start, for [`Store::start_steps`].
+#[derive(Debug)]
+pub struct NewStep<'a> {
+    pub position: usize,
+    pub agent: &'a str,
+    /// The model an LLM step calls.
+    pub model: Option<&'a str>,
+    pub input: &'a Value,
+}
+
+/// A finished step, for [`Store::finish_steps`].
+#[derive(Debug)]
+pub struct StepOutcome<'a> {
+    pub step: i64,
+    pub agent: &'a str,
+    /// The JSON output, or the error.
+    pub outcome: Result<&'a Value, &'a str>,
+    pub duration_ms: u64,
+    /// Tokens and cost of an LLM step (spent even when it failed).
+    pub usage: Option<&'a crate::domain::Usage>,
+}
+
+impl Store {
+    /// Whether a new task continues an earlier one (see [`FollowUpHints`]): the newest of our
+    /// replies it answers, else its `[#id]` tag, names the candidate; it joins that conversation
+    /// only when the sender is the candidate's sender.
+    pub(super) async fn follow_up(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        t: &NewTask,
+    ) -> Result<FollowUp> {
+        let mut candidate: Option<i64> = None;
+        for id in t.follow_up.references.iter().rev() {
+            candidate = sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT task_id FROM outbox WHERE message_id = $1 AND task_id IS NOT NULL",
+            )
+            .bind(id.as_str())
+            .fetch_optional(&mut **tx)
+            .await?
+            .flatten();
+            if candidate.is_some() {
+                break;
+            }
+        }
+        let Some(earlier) = candidate.or(t.follow_up.tag) else { return Ok(FollowUp::New) };
+        let row: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT sender, conversation_id FROM tasks WHERE id = $1")
+                .bind(earlier)
+                .fetch_optional(&mut **tx)
+                .await?;
+        Ok(match row {
+            None => FollowUp::New,
+            Some((sender, conversation)) if sender.eq_ignore_ascii_case(&t.sender) => {
+                FollowUp::Joins { conversation: conversation.unwrap_or(earlier), follows: earlier }
+            }
+            Some(_) => {
+                FollowUp::NotJoined { task: earlier, why: "the sender is not that task's sender".into() }
+            }
+        })
+    }
+
+    /// The last `limit` tasks of conversation `conversation` created before `before`, oldest
+    /// first: their input (the parsed email) and the output of each finished step, by agent.
+    pub async fn conversation(
+        &self,
+        conversation: i64,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<(TaskRow, String, Vec<StepRow>)>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE (id = $1 OR conversation_id = $1) AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(conversation)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut turns = Vec::with_capacity(ids.len());
+        for id in ids.into_iter().rev() {
+            let (Some(task), Some(input)) = (self.task(id).await?, self.task_input(id).await?) else {
+                continue;
+            };
+            turns.push((task, input, self.task_steps(id).await?));
+        }
+        Ok(turns)
+    }
+
+    /// Claims the oldest queued task, or one whose lease expired (its worker died), for `lease`.
+    /// Counts the attempt. `None` when there is no work.
+    pub async fn claim_task(&self, owner: &str, lease: Duration) -> Result<Option<ClaimedTask>> {
+        let now = now();
+        let mut tx = self.begin().await?;
+        let claimed: Option<ClaimedTask> = sqlx::query_as(self.dialect.claim_task())
+            .bind(owner)
+            .bind(later(lease))
+            .bind(&now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(t) = claimed else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let event = AuditEvent::new("worker", "task.claimed", format!("task:{}", t.id))
+            .task(t.id)
+            .details(json!({"owner": owner, "attempt": t.attempts}));
+        self.commit_audited(tx, vec![event]).await?;
+        Ok(Some(t))
+    }
+
+    /// Records that the steps of one workflow stage started, in one transaction; returns their
+    /// ids in the same order.
+    pub async fn start_steps(&self, task: i64, attempt: i64, steps: &[NewStep<'_>]) -> Result<Vec<i64>> {
+        let now = now();
+        let mut tx = self.begin().await?;
+        let mut ids = Vec::with_capacity(steps.len());
+        let mut events = Vec::with_capacity(steps.len());
+        for s in steps {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO task_steps (task_id, attempt, position, agent, model, input, status, started_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'running', $7)
+                 RETURNING id",
+            )
+            .bind(task)
+            .bind(attempt)
+            .bind(s.position as i64)
+            .bind(s.agent)
+            .bind(s.model)
+            .bind(s.input.to_string())
+            .bind(&now)
+            .fetch_one(&mut *tx)
+            .await?;
+            events.push(AuditEvent::new("worker", "step.started", format!("step:{id}")).task(task).details(
+                json!({"agent": s.agent, "model": s.model, "position": s.position, "attempt": attempt}),
+            ));
+            ids.push(id);
+        }
+        self.commit_audited(tx, events).await?;
+        Ok(ids)
+    }
+
+    /// Records the outcomes of one stage's steps, in one transaction.
+    pub async fn finish_steps(&self, task: i64, outcomes: &[StepOutcome<'_>]) -> Result<()> {
+        let now = now();
+        let mut tx = self.begin().await?;
+        let mut events = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            let (status, output, error) = match o.outcome {
+                Ok(v) => (StepStatus::Ok, Some(v.to_string()), None),
+                Err(e) => (StepStatus::Failed, None, Some(e)),
+            };
+            let usage = o.usage;
+            sqlx::query(
+                "UPDATE task_steps SET status = $1, output = $2, error = $3, finished_at = $4, duration_ms = $5,
+                                       model = COALESCE($6, model), tokens_in = $7, tokens_out = $8, cost_usd = $9
+                 WHERE id = $10",
+            )
+            .bind(status.as_str())
+            .bind(output)
+            .bind(error)
+            .bind(&now)
+            .bind(o.duration_ms as i64)
+            .bind(usage.map(|u| u.model.as_str()))
+            .bind(usage.map(|u| u.tokens_in as i64))
+            .bind(usage.map(|u| u.tokens_out as i64))
+            .bind(usage.and_then(|u| u.cost_usd))
+            .bind(o.step)
+            .execute(&mut *tx)
+            .await?;
+            let mut details = json!({"agent": o.agent, "status": status.as_str(), "duration_ms": o.duration_ms, "error": error});
+            if let Some(u) = usage {
+                details["model"] = json!(u.model);
+                details["tokens_in"] = json!(u.tokens_in);
+                details["tokens_out"] = json!(u.tokens_out);
+                details["cost_usd"] = json!(u.cost_usd);
+                details["calls"] = json!(u.calls);
+            }
+            events.push(
+                AuditEvent::new("worker", "step.finished", format!("step:{}", o.step))
+                    .task(task)
+                    .details(details),
+            );
+        }
+        self.commit_audited(tx, events).await
+    }
+
+    /// Sets the workflow a director chose for `task`, audited with the reason.
+    pub async fn route_task(&self, task: i64, workflow: &str, reason: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE tasks SET workflow = $1, updated_at = $2 WHERE id = $3")
+            .bind(workflow)
+            .bind(now())
+            .bind(task)
+            .execute(&mut *tx)
+            .await?;
+        let event = AuditEvent::new("worker", "task.routed", format!("task:{task}"))
+            .task(task)
+            .details(json!({"workflow": workflow, "reason": reason}));
+        self.commit_audited(tx, vec![event]).await
+    }
+
+    /// Marks a task done and queues its reply in one transaction (invariant 4).
+    ///
+    /// Returns `false`, changing nothing, when `owner` no longer holds the task's lease.
+    pub async fn complete_task(&self, task: i64, owner: &str, reply: NewDelivery<'_>) -> Result<bool> {
+        self.complete_task_with(task, owner, reply, Value::Null).await
+    }
+
+    /// [`Self::complete_task`], with `details` (workflow, LLM totals) in its `task.completed`
+    /// audit record.
+    pub async fn complete_task_with(
+        &self,
+        task: i64,
+        owner: &str,
+        reply: NewDelivery<'_>,
+        details: Value,
+    ) -> Result<bool> {
+        let now = now();
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE tasks SET status = 'done', finished_at = $1, updated_at = $1,
+                              lease_owner = NULL, lease_until = NULL
+             WHERE id = $2 AND status = 'running' AND lease_owner = $3",
+        )
+        .bind(&now)
+        .bind(task)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(false);
+        }
+        let delivery = self.insert_delivery(&mut tx, Some(task), "mail", &reply, &now).await?;
+        let events = vec![
+            AuditEvent::new("worker", "task.completed", format!("task:{task}")).task(task).details(details),
+            AuditEvent::new("worker", "reply.queued", format!("outbox:{delivery}")).task(task).details(
+                json!({"message_id": reply.message_id, "to": reply.envelope_to, "size_bytes": reply.payload.len()}),
+            ),
+        ];
+        self.commit_audited(tx, events).await?;
+        Ok(true)
+    }
+
+    /// Marks a task failed for good. Returns `false` when `owner` no longer holds its lease.
+    pub async fn fail_task(&self, task: i64, owner: &str, error: &str) -> Result<bool> {
+        let now = now();
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE tasks SET status = 'failed', error = $1, finished_at = $2, updated_at = $2,
+                              lease_owner = NULL, lease_until = NULL
+             WHERE id = $3 AND status = 'running' AND lease_owner = $4",
+        )
+        .bind(error)
+        .bind(&now)
+        .bind(task)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(false);
+        }
+        let event = AuditEvent::new("worker", "task.failed", format!("task:{task}"))
+            .task(task)
+            .details(json!({"error": error}));
+        self.commit_audited(tx, vec![event]).await?;
+        Ok(true)
+    }
+
+    pub async fn task(&self, id: i64) -> Result<Option<TaskRow>> {
+        Ok(sqlx::query_as(select_task_rows!("WHERE id = $1")).bind(id).fetch_optional(&self.reader).await?)
+    }
+
+    /// The task's input as stored: the parsed email JSON ([`crate::mail::InboundEmail`]).
+    pub async fn task_input(&self, id: i64) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT input FROM tasks WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    pub async fn task_steps(&self, task: i64) -> Result<Vec<StepRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, attempt, position, agent, model, status, input, output, error, started_at,
+                    finished_at, duration_ms, tokens_in, tokens_out, cost_usd
+             FROM task_steps WHERE task_id = $1 ORDER BY id",
+        )
+        .bind(task)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// Task status as stored, for callers that wait on a task.
+    pub async fn task_status(&self, id: TaskId) -> Result<Option<TaskStatus>> {
+        let s: Option<String> = sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(s.and_then(|s| TaskStatus::parse(&s)))
+    }
+}
