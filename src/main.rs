@@ -169,7 +169,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let store = open(&settings).await?;
             let stdout = std::io::stdout().lock();
             let mut csv = CsvExport::new(std::io::BufWriter::new(stdout))?;
-            store.for_each_audit(&filter, |r| Ok(csv.write(&r)?)).await?;
+            store.for_each_audit(&filter, |r| -> Result<()> { Ok(csv.write(&r)?) }).await?;
             csv.finish()?.flush()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -178,7 +178,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let mut verifier = ChainVerifier::default();
             let mut broken = None;
             store
-                .for_each_audit(&AuditFilter::default(), |r| {
+                .for_each_audit(&AuditFilter::default(), |r| -> Result<()> {
                     if broken.is_none() {
                         broken = verifier.push(&r).err();
                     }

@@ -162,7 +162,7 @@ async fn every_corpus_message_gets_an_outcome(root: &std::path::Path, db: Db) {
 
     let mut verifier = ChainVerifier::default();
     app.store
-        .for_each_audit(&AuditFilter::default(), |r| Ok(verifier.push(&r)?))
+        .for_each_audit(&AuditFilter::default(), |r| -> anyhow::Result<()> { Ok(verifier.push(&r)?) })
         .await
         .expect("chain intact");
     let (seq, hash) = app.store.audit_head().await.expect("head");

@@ -134,7 +134,7 @@ matrix! {
         assert_eq!((again.taken, again.tasks, again.duplicates), (3, 0, 3));
         let mut resyncs = 0;
         app.store
-            .for_each_audit(&Default::default(), |r| {
+            .for_each_audit(&Default::default(), |r| -> anyhow::Result<()> {
                 resyncs += usize::from(r.action == "mailbox.resync");
                 Ok(())
             })

@@ -89,7 +89,7 @@ async fn two_instances_share_a_mailbox_and_survive_the_reader_being_killed() {
     assert!(seen.iter().all(|(_, f)| f.iter().any(|f| f.contains("Seen"))), "every message acknowledged");
     let mut duplicates = 0;
     store
-        .for_each_audit(&Default::default(), |r| {
+        .for_each_audit(&Default::default(), |r| -> anyhow::Result<()> {
             duplicates += usize::from(r.action == "message.duplicate");
             Ok(())
         })

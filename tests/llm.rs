@@ -333,12 +333,15 @@ agent = "triage"
     assert_eq!(report["task"]["workflow"], "billing");
     let mut created = Vec::new();
     app.store
-        .for_each_audit(&swarm_director::store::AuditFilter { task: Some(task), ..Default::default() }, |r| {
-            if r.action == "task.created" {
-                created.push(r.details.clone());
-            }
-            Ok(())
-        })
+        .for_each_audit(
+            &swarm_director::store::AuditFilter { task: Some(task), ..Default::default() },
+            |r| -> anyhow::Result<()> {
+                if r.action == "task.created" {
+                    created.push(r.details.clone());
+                }
+                Ok(())
+            },
+        )
         .await
         .expect("audit");
     assert_eq!(created[0]["routed_by"], "plus address swarm+billing@localhost", "{created:?}");
@@ -408,7 +411,7 @@ matrix! {
         app.store
             .for_each_audit(
                 &swarm_director::store::AuditFilter { task: Some(third), ..Default::default() },
-                |r| {
+                |r| -> anyhow::Result<()> {
                     if r.action == "task.created" {
                         created.push(r.details.clone());
                     }

@@ -173,7 +173,7 @@ matrix! {
         let mut events: Vec<(String, String)> = Vec::new();
         let filter = swarm_director::store::AuditFilter { task: Some(task), ..Default::default() };
         app.store
-            .for_each_audit(&filter, |r| {
+            .for_each_audit(&filter, |r| -> anyhow::Result<()> {
                 events.push((r.action, r.details.to_string()));
                 Ok(())
             })

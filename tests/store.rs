@@ -50,7 +50,10 @@ async fn accept(store: &Store, n: usize) -> Outcome {
 
 async fn verify_chain(store: &Store) -> u64 {
     let mut verifier = ChainVerifier::default();
-    store.for_each_audit(&AuditFilter::default(), |r| Ok(verifier.push(&r)?)).await.expect("chain intact");
+    store
+        .for_each_audit(&AuditFilter::default(), |r| -> anyhow::Result<()> { Ok(verifier.push(&r)?) })
+        .await
+        .expect("chain intact");
     let (seq, hash) = store.audit_head().await.expect("head");
     verifier.finish(seq, &hash).expect("head matches")
 }

@@ -251,7 +251,7 @@ impl ImapIntake {
 
     /// Takes or renews this instance's lease on the mailbox.
     async fn claim(&self) -> Result<bool> {
-        self.store.claim_mailbox(&self.settings.key(), &self.owner, self.settings.lease).await
+        Ok(self.store.claim_mailbox(&self.settings.key(), &self.owner, self.settings.lease).await?)
     }
 
     pub fn settings(&self) -> &Settings {

@@ -1,6 +1,6 @@
 //! The audit chain's rows: appending in the caller's transaction, reading and filtering them.
 
-use anyhow::Result;
+use super::error::{Result, StoreError};
 use futures_util::TryStreamExt;
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -116,11 +116,13 @@ pub(super) async fn append_to_chain(
 
 impl Store {
     /// Calls `each` for every audit record matching `filter`, in `seq` order, streaming.
-    pub async fn for_each_audit(
+    ///
+    /// `each` may fail with its own error type; a store failure is converted into it.
+    pub async fn for_each_audit<E: From<StoreError>>(
         &self,
         filter: &AuditFilter,
-        mut each: impl FnMut(AuditRecord) -> Result<()>,
-    ) -> Result<()> {
+        mut each: impl FnMut(AuditRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
         let sql = "SELECT seq, at, actor, action, entity, task_id, details, prev_hash, hash
                    FROM audit_log
                    WHERE ($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at <= $2) AND ($3 IS NULL OR task_id = $3)
@@ -130,8 +132,8 @@ impl Store {
             .bind(filter.until.map(timestamp))
             .bind(filter.task)
             .fetch(&self.reader);
-        while let Some(row) = rows.try_next().await? {
-            each(audit_from_row(&row)?)?;
+        while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
+            each(audit_from_row(&row).map_err(StoreError::from)?)?;
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use super::error::{Result, StoreError};
 use serde::Serialize;
 use serde_json::json;
 use sqlx::FromRow;
@@ -204,11 +204,12 @@ impl Store {
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let Some((status, old_reason)) = old else { anyhow::bail!("no message {id}") };
-        anyhow::ensure!(
-            status == MessageStatus::Quarantined.as_str(),
-            "message {id} is {status}, not quarantined"
-        );
+        let Some((status, old_reason)) = old else {
+            return Err(StoreError::NotFound(format!("message {id}")));
+        };
+        if status != MessageStatus::Quarantined.as_str() {
+            return Err(StoreError::Conflict(format!("message {id} is {status}, not quarantined")));
+        }
         let first: Option<i64> = match message_id {
             Some(mid) => {
                 sqlx::query_scalar(

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -45,6 +45,7 @@ macro_rules! select_task_rows {
 
 mod audit;
 mod dialect;
+mod error;
 mod mailboxes;
 mod messages;
 mod outbox;
@@ -54,6 +55,7 @@ mod tasks;
 
 pub use audit::AuditFilter;
 pub use dialect::timestamp;
+pub use error::{Result, StoreError};
 pub use mailboxes::MailboxState;
 pub use messages::{Disposition, MessageRow, NewMessage, Nonce};
 pub use outbox::{CapScope, ClaimedDelivery, DeliveryRow, NewDelivery, OwnedDelivery};
@@ -121,7 +123,7 @@ impl Store {
     ///
     /// Errors: an unsupported URL scheme, an unreachable server, file or folder. The URL's
     /// password never appears in an error.
-    pub async fn connect(url: &str, options: &DbOptions) -> Result<Self> {
+    pub async fn connect(url: &str, options: &DbOptions) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
             Self::connect_sqlite(url, path, options).await
@@ -132,7 +134,7 @@ impl Store {
         }
     }
 
-    async fn connect_sqlite(url: &str, path: &str, options: &DbOptions) -> Result<Self> {
+    async fn connect_sqlite(url: &str, path: &str, options: &DbOptions) -> anyhow::Result<Self> {
         let (file, query) = path.split_once('?').unwrap_or((path, ""));
         if !file.is_empty()
             && file != ":memory:"
@@ -178,7 +180,7 @@ impl Store {
         Ok(Self { writer, reader, dialect: Dialect::Sqlite })
     }
 
-    async fn connect_postgres(url: &str, options: &DbOptions) -> Result<Self> {
+    async fn connect_postgres(url: &str, options: &DbOptions) -> anyhow::Result<Self> {
         let connect = AnyConnectOptions::from_str(url)
             .with_context(|| format!("parsing DATABASE_URL {:?}", redact(url)))?;
         let timeout_ms = options.statement_timeout.as_millis();
@@ -198,7 +200,7 @@ impl Store {
     /// Applies pending migrations of this backend (`migrations/sqlite` or `migrations/postgres`,
     /// embedded in the binary). Safe to run from several instances at once on PostgreSQL (sqlx
     /// holds an advisory lock while migrating).
-    pub async fn migrate(&self) -> Result<()> {
+    pub async fn migrate(&self) -> anyhow::Result<()> {
         let migrator = match self.dialect {
             Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite"),
             Dialect::Postgres => sqlx::migrate!("./migrations/postgres"),

@@ -1,6 +1,6 @@
 //! Read-only summaries for the status page and health: counts, recent tasks, pending work.
 
-use anyhow::Result;
+use super::error::Result;
 use serde::Serialize;
 
 use super::{MailboxState, Store, TaskRow};

@@ -1,6 +1,6 @@
 //! Bounces matched to our deliveries, and the suppression list they feed.
 
-use anyhow::Result;
+use super::error::Result;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::FromRow;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use super::error::Result;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::FromRow;

@@ -7,6 +7,8 @@ use axum::http::header::WWW_AUTHENTICATE;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::store::StoreError;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -39,6 +41,20 @@ impl ApiError {
     pub fn unauthorized_admin() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "admin token required: Authorization: Bearer <SWARM_ADMIN_TOKEN>")
             .challenge()
+    }
+}
+
+/// A store failure as the client sees it: a missing row is 404, a row in the wrong state or
+/// taken over by another owner 409 (RFC 9110 §15.5.5, §15.5.10); anything else is internal.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, e.to_string()),
+            StoreError::Conflict(_) | StoreError::LeaseLost(_) => {
+                Self::new(StatusCode::CONFLICT, e.to_string())
+            }
+            StoreError::Database(_) | StoreError::Data(_) => Self::internal(e),
+        }
     }
 }
 

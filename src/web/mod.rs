@@ -26,7 +26,7 @@ pub use inbound::Inbound;
 use crate::audit::CsvExport;
 use crate::intake::Intake;
 use crate::intake::webhook::constant_time_eq;
-use crate::store::{AuditFilter, Store};
+use crate::store::{AuditFilter, Store, StoreError};
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -178,13 +178,13 @@ fn duration_text(start: Option<&str>, end: Option<&str>) -> String {
 
 async fn status_page(State(state): State<AppState>, headers: HeaderMap) -> Result<Html<String>, ApiError> {
     state.authorize(&headers)?;
-    let overview = state.store.overview(20).await.map_err(ApiError::internal)?;
+    let overview = state.store.overview(20).await?;
     let durations: Vec<String> = overview
         .recent
         .iter()
         .map(|t| duration_text(t.started_at.as_deref(), t.finished_at.as_deref()))
         .collect();
-    let suppressions = state.store.suppressions().await.map_err(ApiError::internal)?;
+    let suppressions = state.store.suppressions().await?;
     state.render(
         "status.html",
         json!({"overview": overview, "durations": durations, "suppressions": suppressions}),
@@ -209,7 +209,7 @@ pub async fn task_report(store: &Store, id: i64) -> anyhow::Result<Option<Value>
             if r.action.starts_with("delivery.") {
                 delivery_attempts.push(json!({"at": r.at, "action": r.action, "details": r.details}));
             }
-            Ok(())
+            Ok::<_, StoreError>(())
         })
         .await?;
     // LLM spending over every step of every attempt.
@@ -289,7 +289,11 @@ async fn audit_csv(
         task: q.task,
     };
     let mut csv = CsvExport::new(Vec::new()).map_err(ApiError::internal)?;
-    state.store.for_each_audit(&filter, |r| Ok(csv.write(&r)?)).await.map_err(ApiError::internal)?;
+    state
+        .store
+        .for_each_audit(&filter, |r| csv.write(&r).map_err(anyhow::Error::from))
+        .await
+        .map_err(ApiError::internal)?;
     let body = csv.finish().map_err(ApiError::internal)?;
     Ok((
         [

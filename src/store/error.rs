@@ -1,0 +1,33 @@
+//! What a store call can fail with, typed for the callers that branch on it: the web edge maps
+//! [`StoreError::NotFound`] to 404 and [`StoreError::Conflict`] to 409, the CLI to its messages
+//! and exit codes; everything else is an internal error, logged and never shown.
+
+/// A failed store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row asked for does not exist, e.g. "message 42".
+    #[error("no {0}")]
+    NotFound(String),
+    /// The row exists but is not in a state that allows the change, e.g. "message 42 is
+    /// accepted, not quarantined".
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller's lease on the row ran out and another owner may hold it; nothing was written.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
+    /// The database failed or refused the statement.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored value could not be encoded or decoded (audit details, JSON columns).
+    #[error("stored data: {0}")]
+    Data(String),
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Data(e.to_string())
+    }
+}
+
+/// The result of a store operation.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
