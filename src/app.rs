@@ -12,6 +12,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{error, info};
 
 use crate::config::Settings;
+use crate::domain::{Clock, SystemClock};
 use crate::intake::Intake;
 use crate::intake::imap::ImapIntake;
 use crate::mail::compose::Templates;
@@ -44,9 +45,17 @@ fn owner_name() -> String {
 }
 
 impl App {
-    /// Opens and migrates the database, loads templates, picks the transport.
+    /// Opens and migrates the database, loads templates, picks the transport; time from the
+    /// system clock.
     pub async fn build(settings: Settings) -> Result<Self> {
-        let store = Store::connect(settings.database_url.expose_secret(), &settings.db).await?;
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Self::build`], with every timestamp, lease, retry and window read from `clock`.
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self> {
+        let store = Store::connect(settings.database_url.expose_secret(), &settings.db)
+            .await?
+            .with_clock(clock.clone());
         store.migrate().await?;
         let templates = Arc::new(Templates::load(&settings.templates_dir)?);
         let transport = Transport::from_settings(&settings.smtp)?;
@@ -54,7 +63,7 @@ impl App {
         let llm = match &settings.llm {
             None => None,
             Some(llm) => Some(crate::orchestrator::workflows::Llm {
-                client: crate::agents::llm::LlmClient::new(llm.clone())?,
+                client: crate::agents::llm::LlmClient::new(llm.clone(), clock.clone())?,
                 prompts: Arc::new(crate::agents::llm::Prompts::load(
                     &settings.templates_dir.join("prompts"),
                 )?),
@@ -148,8 +157,13 @@ pub struct Application {
 impl Application {
     /// Builds the app and binds `SWARM_HTTP_ADDR` (port 0 picks a free port; see [`Self::port`]).
     pub async fn build(settings: Settings) -> Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Self::build`], with time read from `clock`.
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self> {
         let addr = settings.http_addr;
-        let app = App::build(settings).await?;
+        let app = App::build_with_clock(settings, clock).await?;
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         Ok(Self { app, listener })
     }

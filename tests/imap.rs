@@ -6,11 +6,13 @@
 #[macro_use]
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::imap::{self, append, flags};
 use support::{Db, TestApp, fixture, wait_until};
 use swarm_director::app::App;
+use swarm_director::domain::ManualClock;
 use swarm_director::intake::imap::PollReport;
 
 /// The bot on a fresh database, reading `user`'s mailbox on the test Dovecot.
@@ -221,8 +223,10 @@ matrix! {
             ("IMAP_START", "all"),
             ("IMAP_LEASE_SECS", "2"),
         ];
-        let first = App::build(support::settings(dir.path(), &url, &env)).await.expect("first");
-        let second = App::build(support::settings(dir.path(), &url, &env)).await.expect("second");
+        let clock = Arc::new(ManualClock::starting_now());
+        let build = |clock: Arc<ManualClock>| App::build_with_clock(support::settings(dir.path(), &url, &env), clock);
+        let first = build(clock.clone()).await.expect("first");
+        let second = build(clock.clone()).await.expect("second");
         let mut client = server.session(&user).await;
         for n in 0..10 {
             append(&mut client, "INBOX", &numbered(n), None).await;
@@ -236,7 +240,9 @@ matrix! {
         let (holder, other) = if a.not_ours { (&second, &first) } else { (&first, &second) };
         assert!(poll(other).await.not_ours, "the lease is still held");
         // The holder goes quiet; once its lease has expired the other instance takes over.
-        tokio::time::sleep(Duration::from_millis(2200)).await;
+        clock.advance(Duration::from_millis(1900));
+        assert!(poll(other).await.not_ours, "the lease holds until it expires");
+        clock.advance(Duration::from_millis(300));
         let takeover = poll(other).await;
         assert_eq!((takeover.not_ours, takeover.taken), (false, 5));
         assert!(poll(holder).await.not_ours);

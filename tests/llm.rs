@@ -8,11 +8,13 @@
 #[macro_use]
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::llm::{FakeLlm, Reply, good_answer};
 use support::{Db, TestApp};
+use swarm_director::domain::{Clock, ManualClock, SystemClock};
 
 fn request(n: usize, to: &str, subject: &str) -> Vec<u8> {
     format!(
@@ -29,6 +31,11 @@ async fn spawn(fake: &FakeLlm, extra: &[(&str, &str)]) -> TestApp {
 
 /// [`spawn`] on the given backend.
 async fn spawn_on(db: Db, fake: &FakeLlm, extra: &[(&str, &str)]) -> TestApp {
+    spawn_clocked(db, fake, extra, Arc::new(SystemClock)).await
+}
+
+/// [`spawn_on`] with the app reading time from `clock`.
+async fn spawn_clocked(db: Db, fake: &FakeLlm, extra: &[(&str, &str)], clock: Arc<dyn Clock>) -> TestApp {
     let base = fake.base_url();
     let mut settings: Vec<(&str, &str)> = vec![
         ("LLM_BASE_URL", &base),
@@ -38,7 +45,7 @@ async fn spawn_on(db: Db, fake: &FakeLlm, extra: &[(&str, &str)]) -> TestApp {
         ("LLM_PRICES", "fake-model=1.0/2.0"),
     ];
     settings.extend_from_slice(extra);
-    TestApp::spawn(db, &settings).await
+    TestApp::spawn_with_clock(db, &settings, clock).await
 }
 
 /// Posts a request and waits for its task to finish: (task id, task report JSON, reply text).
@@ -179,9 +186,12 @@ async fn a_429_is_retried_after_its_retry_after() {
 async fn repeated_500s_open_the_breaker_then_it_recovers() {
     let fake = FakeLlm::start().await;
     fake.script(|_, _| Reply::Status { status: 500, retry_after: None });
-    let app = spawn(
+    let clock = Arc::new(ManualClock::starting_now());
+    let app = spawn_clocked(
+        Db::Sqlite,
         &fake,
         &[("LLM_RETRIES", "0"), ("LLM_BREAKER_FAILURES", "3"), ("LLM_BREAKER_COOLDOWN_SECS", "2")],
+        clock.clone(),
     )
     .await;
     let (_, report, reply) = run(&app, 3, "swarm@localhost", "Q3 numbers").await;
@@ -210,7 +220,11 @@ async fn repeated_500s_open_the_breaker_then_it_recovers() {
 
     // After the cool-down a probe goes through; the endpoint is healthy again.
     fake.script(|role, _| good_answer(role));
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    clock.advance(Duration::from_millis(1999));
+    let health: Value =
+        app.http.get(app.url("/health")).send().await.expect("health").json().await.expect("json");
+    assert_eq!(health["llm"]["breaker"], serde_json::json!({"state": "open", "retry_in_ms": 1}), "{health}");
+    clock.advance(Duration::from_millis(1));
     let (_, report, reply) = run(&app, 5, "swarm@localhost", "Q3 numbers").await;
     assert!(steps(&report).iter().all(|(_, status)| status == "ok"), "{report}");
     assert!(reply.contains("LLM summary"), "{reply}");

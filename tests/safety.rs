@@ -389,7 +389,12 @@ async fn a_polite_refusal_goes_only_to_authenticated_senders() {
     })
     .await
     .expect("the refusal is sent");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Every refusal is queued with its message; once the outbox is empty nothing more can come.
+    wait_until(std::time::Duration::from_secs(5), || async {
+        (app.store.pending_work().await.expect("pending") == (0, 0)).then_some(())
+    })
+    .await
+    .expect("the outbox drains");
     assert_eq!(sent(&app).len(), 1, "exactly one refusal");
     let refusal = &refusals[0];
     for header in [

@@ -6,16 +6,23 @@
 mod support;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_director::audit::ChainVerifier;
-use swarm_director::domain::Outcome;
+use swarm_director::domain::{ManualClock, Outcome};
 use swarm_director::store::{AuditFilter, Disposition, NewDelivery, NewMessage, NewTask, Store};
 
 async fn open(url: &str) -> Store {
     let store = Store::connect(url, &Default::default()).await.expect("connect");
     store.migrate().await.expect("migrate");
     store
+}
+
+/// [`open`], reading time from a manual clock the test advances.
+async fn open_clocked(url: &str) -> (Store, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::starting_now());
+    (open(url).await.with_clock(clock.clone()), clock)
 }
 
 async fn accept(store: &Store, n: usize) -> Outcome {
@@ -63,12 +70,14 @@ const LONG: Duration = Duration::from_secs(60);
 matrix! {
     async fn an_expired_lease_hands_the_task_to_another_worker(db: Db) {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = open(&db.fresh_url(dir.path()).await).await;
+        let (store, clock) = open_clocked(&db.fresh_url(dir.path()).await).await;
         accept(&store, 1).await;
 
-        let first = store.claim_task("dead-worker", Duration::ZERO).await.expect("claim").expect("a task");
+        let first = store.claim_task("dead-worker", Duration::from_secs(30)).await.expect("claim").expect("a task");
         assert_eq!(first.attempts, 1);
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        clock.advance(Duration::from_secs(29));
+        assert!(store.claim_task("live-worker", LONG).await.expect("claim").is_none(), "the lease still holds");
+        clock.advance(Duration::from_secs(2));
         let second = store.claim_task("live-worker", LONG).await.expect("claim").expect("taken over");
         assert_eq!((second.id, second.attempts), (first.id, 2), "same task, attempt counted");
         assert!(store.claim_task("third-worker", LONG).await.expect("claim").is_none(), "a live lease is respected");
@@ -82,14 +91,16 @@ matrix! {
 
     async fn an_expired_delivery_lease_is_retried_with_the_same_message_id(db: Db) {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = open(&db.fresh_url(dir.path()).await).await;
+        let (store, clock) = open_clocked(&db.fresh_url(dir.path()).await).await;
         accept(&store, 1).await;
         let task = store.claim_task("w", LONG).await.expect("claim").expect("task");
         let reply = NewDelivery { message_id: "reply-1@x.org", envelope_from: "s@x.org", envelope_to: "a@x.org", payload: b"x", thread_key: "t@x.org" };
         assert!(store.complete_task(task.id, "w", reply).await.expect("complete"));
 
-        let first = store.claim_delivery("dead", Duration::ZERO).await.expect("claim").expect("delivery");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let first = store.claim_delivery("dead", Duration::from_secs(30)).await.expect("claim").expect("delivery");
+        clock.advance(Duration::from_secs(29));
+        assert!(store.claim_delivery("live", LONG).await.expect("claim").is_none(), "the lease still holds");
+        clock.advance(Duration::from_secs(2));
         let second = store.claim_delivery("live", LONG).await.expect("claim").expect("taken over");
         assert_eq!((second.id, second.attempts), (first.id, 2));
         assert_eq!(second.message_id, "reply-1@x.org");

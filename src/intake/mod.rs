@@ -265,7 +265,13 @@ impl Intake {
         if !self.policy.refuses_politely(p, verified) {
             return Disposition::Ignored(reason);
         }
-        match crate::mail::compose::compose_refusal(templates, &self.own_address, &to, &p.email) {
+        match crate::mail::compose::compose_refusal(
+            templates,
+            &self.own_address,
+            &to,
+            &p.email,
+            self.store.clock().now(),
+        ) {
             Ok(reply) => {
                 let thread_key = crate::mail::compose::references(&p.email)
                     .first()

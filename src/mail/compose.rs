@@ -11,13 +11,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
 use lettre::message::header::{self, ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use serde::Serialize;
 
-use crate::domain::InboundEmail;
-use crate::domain::one_line;
-use crate::domain::{EmailAddress, MessageId, TaskId};
+use crate::domain::{EmailAddress, InboundEmail, MessageId, TaskId, one_line};
 
 /// Most Message-IDs copied into References: the first (thread root) and the newest ones.
 pub const MAX_REFERENCES: usize = 10;
@@ -228,7 +227,7 @@ fn crlf(text: &str) -> String {
     text.replace("\r\n", "\n").replace('\r', "\n").replace('\n', "\r\n")
 }
 
-/// Builds the reply to `original` for task `task`, addressed to `to`.
+/// Builds the reply to `original` for task `task`, addressed to `to`, dated `date`.
 ///
 /// Errors: an address lettre cannot put in a header, or a template that fails to render.
 pub fn compose(
@@ -238,10 +237,12 @@ pub fn compose(
     original: &InboundEmail,
     task: TaskId,
     content: &ReplyContent,
+    date: DateTime<Utc>,
 ) -> Result<ComposedReply> {
     let text = crlf(&templates.render("reply.txt", content)?);
     let html = crlf(&templates.render("reply.html", content)?);
-    let (message_id, builder) = reply_builder(from, to, original, reply_subject(&original.subject, task))?;
+    let (message_id, builder) =
+        reply_builder(from, to, original, reply_subject(&original.subject, task), date)?;
     let message = builder
         .multipart(
             MultiPart::alternative()
@@ -268,11 +269,12 @@ pub fn compose_refusal(
     from: &EmailAddress,
     to: &EmailAddress,
     original: &InboundEmail,
+    date: DateTime<Utc>,
 ) -> Result<ComposedReply> {
     let subject = bare_subject(&original.subject);
     let content = RefusalContent { subject: &subject, address: from.as_str() };
     let text = crlf(&templates.render("refusal.txt", &content)?);
-    let (message_id, builder) = reply_builder(from, to, original, format!("Re: {subject}"))?;
+    let (message_id, builder) = reply_builder(from, to, original, format!("Re: {subject}"), date)?;
     let message = builder
         .singlepart(quoted_printable(ContentType::TEXT_PLAIN, text)?)
         .context("building the refusal")?;
@@ -286,6 +288,7 @@ fn reply_builder(
     to: &EmailAddress,
     original: &InboundEmail,
     subject: String,
+    date: DateTime<Utc>,
 ) -> Result<(MessageId, lettre::message::MessageBuilder)> {
     let message_id = MessageId::generate(from.domain());
     let to_name = original.from.as_ref().filter(|m| m.address == to.as_str()).and_then(|m| m.name.clone());
@@ -294,7 +297,7 @@ fn reply_builder(
         .to(Mailbox::new(to_name, to.as_str().parse().with_context(|| format!("reply address {to}"))?))
         .subject(subject)
         .message_id(Some(message_id.bracketed()))
-        .date_now()
+        .date(std::time::SystemTime::from(date))
         .header(AutoSubmitted)
         .header(XLoop(from.as_str().to_owned()));
     if let Some(parent) = &original.message_id {

@@ -418,8 +418,16 @@ impl Orchestrator {
             .first()
             .map(|id| id.as_str().to_owned())
             .unwrap_or_else(|| format!("task:{}", task.id));
-        let reply = compose(&self.templates, &self.from, &to, &email, TaskId(task.id), &content)
-            .map_err(unrecoverable)?;
+        let reply = compose(
+            &self.templates,
+            &self.from,
+            &to,
+            &email,
+            TaskId(task.id),
+            &content,
+            self.store.clock().now(),
+        )
+        .map_err(unrecoverable)?;
         let queued = self
             .store
             .complete_task_with(

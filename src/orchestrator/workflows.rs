@@ -425,7 +425,7 @@ mod tests {
             prices: Default::default(),
         };
         Llm {
-            client: LlmClient::new(settings).expect("client"),
+            client: LlmClient::new(settings, Arc::new(crate::domain::SystemClock)).expect("client"),
             prompts: Arc::new(Prompts::load(Path::new("/nonexistent")).expect("prompts")),
         }
     }

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use chrono::Utc;
 use rand::Rng;
 use tracing::{info, warn};
 
@@ -70,7 +69,9 @@ impl Outbox {
         ];
         for (cap, scope, key, what) in scopes {
             let (Some(cap), Some(key)) = (cap, key) else { continue };
-            let since = timestamp(Utc::now() - chrono::Duration::from_std(cap.window).unwrap_or_default());
+            let since = timestamp(
+                self.store.clock().now() - chrono::Duration::from_std(cap.window).unwrap_or_default(),
+            );
             let sent = self.store.delivered_since(scope, key, &since).await?;
             if sent >= i64::from(cap.count) {
                 return Ok(Some(format!(
@@ -117,7 +118,8 @@ impl Outbox {
                     self.store.delivery_failed(&d, &self.owner, &e.message, None).await?;
                 }
                 Some(wait) => {
-                    let retry_at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                    let retry_at =
+                        self.store.clock().now() + chrono::Duration::from_std(wait).unwrap_or_default();
                     warn!(delivery = d.id, error = %e, %retry_at, "delivery failed, will retry");
                     self.store.delivery_failed(&d, &self.owner, &e.message, Some(retry_at)).await?;
                 }

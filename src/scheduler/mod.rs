@@ -4,7 +4,6 @@
 use std::str::FromStr;
 
 use anyhow::Result;
-use chrono::Utc;
 use cron::Schedule;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -41,7 +40,7 @@ pub async fn run(store: Store, mut stop: watch::Receiver<bool>) {
         })
         .collect();
     loop {
-        let now = Utc::now();
+        let now = store.clock().now();
         let Some((job, at)) = schedules
             .iter()
             .filter_map(|(job, s)| s.after(&now).next().map(|at| (*job, at)))

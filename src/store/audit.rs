@@ -6,11 +6,10 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
-use super::dialect::{Dialect, now};
+use super::dialect::{Dialect, timestamp};
 use chrono::{DateTime, Utc};
 
 use super::Store;
-use super::dialect::timestamp;
 use crate::audit::{self, AuditEvent, AuditRecord};
 
 /// Restricts an audit export; `None` means no bound. Times are RFC 3339.
@@ -44,6 +43,7 @@ pub(super) fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
 pub(super) async fn append_to_chain(
     conn: &mut AnyConnection,
     dialect: Dialect,
+    at: &str,
     events: Vec<AuditEvent>,
 ) -> Result<()> {
     if events.is_empty() {
@@ -51,7 +51,6 @@ pub(super) async fn append_to_chain(
     }
     let (mut seq, mut hash): (i64, String) =
         sqlx::query_as(dialect.chain_head()).fetch_one(&mut *conn).await?;
-    let at = now();
     const COLUMNS: usize = 9;
     let rows: Vec<String> = (0..events.len())
         .map(|r| {
@@ -78,7 +77,7 @@ pub(super) async fn append_to_chain(
         let next_hash = audit::chain_hash(
             &hash,
             next,
-            &at,
+            at,
             &event.actor,
             event.action,
             &event.entity,
@@ -87,7 +86,7 @@ pub(super) async fn append_to_chain(
         );
         query = query
             .bind(next)
-            .bind(at.clone())
+            .bind(at.to_owned())
             .bind(event.actor)
             .bind(event.action)
             .bind(event.entity)

@@ -10,16 +10,12 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-pub(super) fn now() -> String {
-    timestamp(Utc::now())
-}
-
-/// `d` from now; absurdly long durations (a mistyped setting) clamp to the last second of year
-/// 9999, which still sorts correctly as text.
-pub(super) fn later(d: Duration) -> String {
+/// `d` after `now`; absurdly long durations (a mistyped setting) clamp to the last second of
+/// year 9999, which still sorts correctly as text.
+pub(super) fn later(now: DateTime<Utc>, d: Duration) -> String {
     chrono::Duration::from_std(d)
         .ok()
-        .and_then(|d| Utc::now().checked_add_signed(d))
+        .and_then(|d| now.checked_add_signed(d))
         .filter(|t| t.timestamp() < 253_402_300_800)
         .map(timestamp)
         .unwrap_or_else(|| "9999-12-31T23:59:59.999999Z".to_owned())
@@ -109,8 +105,12 @@ mod tests {
 
     #[test]
     fn leases_of_any_length_give_sortable_times() {
-        assert!(later(Duration::from_secs(60)) > now());
-        assert_eq!(later(Duration::from_secs(u64::MAX)), "9999-12-31T23:59:59.999999Z");
-        assert!(later(Duration::from_secs(u64::MAX)) > later(Duration::from_secs(3600 * 24 * 365 * 100)));
+        let now = Utc::now();
+        assert!(later(now, Duration::from_secs(60)) > timestamp(now));
+        assert_eq!(later(now, Duration::from_secs(u64::MAX)), "9999-12-31T23:59:59.999999Z");
+        assert!(
+            later(now, Duration::from_secs(u64::MAX))
+                > later(now, Duration::from_secs(3600 * 24 * 365 * 100))
+        );
     }
 }

@@ -8,7 +8,6 @@ use serde_json::json;
 use sqlx::FromRow;
 
 use super::Store;
-use super::dialect::{later, now};
 use crate::audit::AuditEvent;
 
 /// Where IMAP intake stands in one mailbox.
@@ -49,7 +48,7 @@ impl Store {
     /// Moves a mailbox's position to `last_uid` under `uidvalidity` and marks it healthy. A new
     /// UIDVALIDITY (the server renumbered the mailbox) is audited.
     pub async fn save_mailbox_position(&self, mailbox: &str, uidvalidity: i64, last_uid: i64) -> Result<()> {
-        let now = now();
+        let now = self.now();
         let mut tx = self.begin().await?;
         let previous: Option<i64> =
             sqlx::query_scalar("SELECT uidvalidity FROM mailbox_state WHERE mailbox = $1")
@@ -83,7 +82,7 @@ impl Store {
     /// Takes or renews the right to read `mailbox` for `lease`: `true` when `owner` holds it now,
     /// `false` while another owner's lease is still running.
     pub async fn claim_mailbox(&self, mailbox: &str, owner: &str, lease: Duration) -> Result<bool> {
-        let now = now();
+        let now = self.now();
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO mailbox_state (mailbox, uidvalidity, last_uid, consecutive_errors, updated_at)
@@ -99,7 +98,7 @@ impl Store {
              WHERE mailbox = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
         )
         .bind(owner)
-        .bind(later(lease))
+        .bind(self.later(lease))
         .bind(mailbox)
         .bind(&now)
         .execute(&mut *tx)
@@ -124,7 +123,7 @@ impl Store {
 
     /// Records a failed poll: the error and one more consecutive failure.
     pub async fn record_mailbox_error(&self, mailbox: &str, error: &str) -> Result<()> {
-        let now = now();
+        let now = self.now();
         sqlx::query(
             "INSERT INTO mailbox_state (mailbox, uidvalidity, last_uid, last_error, consecutive_errors, updated_at)
              VALUES ($1, 0, 0, $2, 1, $3)

@@ -8,7 +8,6 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::FromRow;
 
-use super::dialect::{later, now};
 use super::tasks::FollowUp;
 use super::{NewTask, OwnedDelivery, Store};
 use crate::audit::AuditEvent;
@@ -98,7 +97,7 @@ impl Store {
         disposition: Disposition,
         nonce: Option<Nonce<'_>>,
     ) -> Result<Outcome> {
-        let now = now();
+        let now = self.now();
         let mut tx = self.begin().await?;
         if let Some(n) = nonce {
             let fresh = sqlx::query(
@@ -107,7 +106,7 @@ impl Store {
             )
             .bind(n.source)
             .bind(n.nonce)
-            .bind(later(n.keep_for))
+            .bind(self.later(n.keep_for))
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -197,7 +196,7 @@ impl Store {
         subject: Option<&str>,
         disposition: Disposition,
     ) -> Result<Outcome> {
-        let now = now();
+        let now = self.now();
         let mut tx = self.begin().await?;
         let old: Option<(String, Option<String>)> =
             sqlx::query_as("SELECT status, reason FROM messages WHERE id = $1")
@@ -382,7 +381,7 @@ impl Store {
     /// Deletes replay nonces past their expiry; returns how many.
     pub async fn purge_expired_nonces(&self) -> Result<u64> {
         let done = sqlx::query("DELETE FROM webhook_nonces WHERE expires_at < $1")
-            .bind(now())
+            .bind(self.now())
             .execute(&self.writer)
             .await?;
         Ok(done.rows_affected())

@@ -20,6 +20,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -29,6 +30,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
 
 use crate::audit::AuditEvent;
+use crate::domain::{Clock, SystemClock};
 use audit::append_to_chain;
 use dialect::Dialect;
 
@@ -95,6 +97,7 @@ pub struct Store {
     writer: AnyPool,
     reader: AnyPool,
     dialect: Dialect,
+    clock: Arc<dyn Clock>,
 }
 
 fn as_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
@@ -117,6 +120,27 @@ fn redact(url: &str) -> String {
 }
 
 impl Store {
+    /// The same database read through `clock`: every timestamp this store writes or compares
+    /// (leases, retries, windows, audit records) comes from it.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
+    }
+
+    /// The clock this store reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Now, as the tables store it.
+    fn now(&self) -> String {
+        timestamp(self.clock.now())
+    }
+
+    /// `d` from now, as the tables store it.
+    fn later(&self, d: Duration) -> String {
+        dialect::later(self.clock.now(), d)
+    }
+
     /// Opens the database named by `url`: `sqlite://path` (the file and its folder are created
     /// when missing) or `postgres://user:password@host:port/db`. Does not migrate; see
     /// [`Store::migrate`].
@@ -177,7 +201,7 @@ impl Store {
                 Box::pin(async move { sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await.map(|_| ()) })
             })
             .connect_lazy_with(connect);
-        Ok(Self { writer, reader, dialect: Dialect::Sqlite })
+        Ok(Self { writer, reader, dialect: Dialect::Sqlite, clock: Arc::new(SystemClock) })
     }
 
     async fn connect_postgres(url: &str, options: &DbOptions) -> anyhow::Result<Self> {
@@ -194,7 +218,12 @@ impl Store {
             .connect_with(connect)
             .await
             .with_context(|| format!("connecting to {}", redact(url)))?;
-        Ok(Self { writer: pool.clone(), reader: pool, dialect: Dialect::Postgres })
+        Ok(Self {
+            writer: pool.clone(),
+            reader: pool,
+            dialect: Dialect::Postgres,
+            clock: Arc::new(SystemClock),
+        })
     }
 
     /// Applies pending migrations of this backend (`migrations/sqlite` or `migrations/postgres`,
@@ -222,7 +251,7 @@ impl Store {
     /// last lock the transaction takes: a transaction holding the head never waits for a row
     /// lock, so concurrent writers cannot deadlock on it (see the module docs).
     async fn commit_audited(&self, mut tx: Transaction<'static, Any>, events: Vec<AuditEvent>) -> Result<()> {
-        append_to_chain(&mut tx, self.dialect, events).await?;
+        append_to_chain(&mut tx, self.dialect, &self.now(), events).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -8,7 +8,6 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::FromRow;
 
-use super::dialect::{later, now};
 use chrono::{DateTime, Utc};
 
 use super::Store;
@@ -133,7 +132,7 @@ impl Store {
     /// Releases a held reply: it is sent on the next pass despite the reply caps (audited as
     /// `delivery.released`). `false` when no held delivery has this id.
     pub async fn release_delivery(&self, id: i64, actor: &str) -> Result<bool> {
-        let now = now();
+        let now = self.now();
         let mut tx = self.begin().await?;
         let task: Option<Option<i64>> = sqlx::query_scalar(
             "UPDATE outbox SET status = 'pending', cap_exempt = 1, next_attempt_at = $1
@@ -162,11 +161,11 @@ impl Store {
 
     /// Claims the next due delivery, or one whose lease expired, and counts the attempt.
     pub async fn claim_delivery(&self, owner: &str, lease: Duration) -> Result<Option<ClaimedDelivery>> {
-        let now = now();
+        let now = self.now();
         let mut tx = self.begin().await?;
         let claimed: Option<ClaimedDelivery> = sqlx::query_as(self.dialect.claim_delivery())
             .bind(owner)
-            .bind(later(lease))
+            .bind(self.later(lease))
             .bind(&now)
             .fetch_optional(&mut *tx)
             .await?;
@@ -200,7 +199,7 @@ impl Store {
         error: Option<&str>,
         retry_at: Option<DateTime<Utc>>,
     ) -> Result<()> {
-        let now = now();
+        let now = self.now();
         let next = retry_at.map(timestamp).unwrap_or_else(|| now.clone());
         let delivered_at = (status == DeliveryStatus::Delivered).then_some(now.as_str());
         let mut tx = self.begin().await?;

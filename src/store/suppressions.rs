@@ -6,7 +6,6 @@ use serde_json::json;
 use sqlx::FromRow;
 
 use super::Store;
-use super::dialect::now;
 use crate::audit::AuditEvent;
 use crate::domain::{BounceNotice, BouncedDelivery, MessageRowId};
 
@@ -81,7 +80,7 @@ impl Store {
             )
             .bind(&address)
             .bind(bounce.suppression_reason())
-            .bind(now())
+            .bind(self.now())
             .bind(message.0)
             .execute(&mut **tx)
             .await?

@@ -8,7 +8,6 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::FromRow;
 
-use super::dialect::{later, now};
 use super::{NewDelivery, Store, as_json, as_json_opt};
 use crate::audit::AuditEvent;
 use crate::domain::{MessageId, StepStatus, TaskId, TaskStatus};
@@ -192,11 +191,11 @@ impl Store {
     /// Claims the oldest queued task, or one whose lease expired (its worker died), for `lease`.
     /// Counts the attempt. `None` when there is no work.
     pub async fn claim_task(&self, owner: &str, lease: Duration) -> Result<Option<ClaimedTask>> {
-        let now = now();
+        let now = self.now();
         let mut tx = self.begin().await?;
         let claimed: Option<ClaimedTask> = sqlx::query_as(self.dialect.claim_task())
             .bind(owner)
-            .bind(later(lease))
+            .bind(self.later(lease))
             .bind(&now)
             .fetch_optional(&mut *tx)
             .await?;
@@ -214,7 +213,7 @@ impl Store {
     /// Records that the steps of one workflow stage started, in one transaction; returns their
     /// ids in the same order.
     pub async fn start_steps(&self, task: i64, attempt: i64, steps: &[NewStep<'_>]) -> Result<Vec<i64>> {
-        let now = now();
+        let now = self.now();
         let mut tx = self.begin().await?;
         let mut ids = Vec::with_capacity(steps.len());
         let mut events = Vec::with_capacity(steps.len());
@@ -244,7 +243,7 @@ impl Store {
 
     /// Records the outcomes of one stage's steps, in one transaction.
     pub async fn finish_steps(&self, task: i64, outcomes: &[StepOutcome<'_>]) -> Result<()> {
-        let now = now();
+        let now = self.now();
         let mut tx = self.begin().await?;
         let mut events = Vec::with_capacity(outcomes.len());
         for o in outcomes {
@@ -292,7 +291,7 @@ impl Store {
         let mut tx = self.begin().await?;
         sqlx::query("UPDATE tasks SET workflow = $1, updated_at = $2 WHERE id = $3")
             .bind(workflow)
-            .bind(now())
+            .bind(self.now())
             .bind(task)
             .execute(&mut *tx)
             .await?;
@@ -318,7 +317,7 @@ impl Store {
         reply: NewDelivery<'_>,
         details: Value,
     ) -> Result<bool> {
-        let now = now();
+        let now = self.now();
         let mut tx = self.begin().await?;
         let updated = sqlx::query(
             "UPDATE tasks SET status = 'done', finished_at = $1, updated_at = $1,
@@ -347,7 +346,7 @@ impl Store {
 
     /// Marks a task failed for good. Returns `false` when `owner` no longer holds its lease.
     pub async fn fail_task(&self, task: i64, owner: &str, error: &str) -> Result<bool> {
-        let now = now();
+        let now = self.now();
         let mut tx = self.begin().await?;
         let updated = sqlx::query(
             "UPDATE tasks SET status = 'failed', error = $1, finished_at = $2, updated_at = $2,

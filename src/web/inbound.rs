@@ -322,7 +322,7 @@ pub async fn raw(State(state): State<AppState>, request: Request) -> Result<Resp
     let (parts, body) = request.into_parts();
     let max = inbound.max_request_bytes.min(inbound.max_message_bytes);
     let body = inbound.read_body_capped(&parts.headers, body, max).await?;
-    let id = verify_standard(inbound.raw.as_ref(), &parts.headers, &body)?;
+    let id = verify_standard(inbound.raw.as_ref(), &parts.headers, &body, state.now())?;
     if media_type(&parts.headers) != "message/rfc822" {
         return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be message/rfc822"));
     }
@@ -344,6 +344,7 @@ fn verify_standard<'h>(
     verifier: Option<&Verifier>,
     headers: &'h HeaderMap,
     body: &[u8],
+    now: i64,
 ) -> Result<&'h str, ApiError> {
     let verifier = verifier.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not configured"))?;
     let signed = SignedHeaders {
@@ -351,9 +352,7 @@ fn verify_standard<'h>(
         timestamp: header(headers, "webhook-timestamp"),
         signature: header(headers, "webhook-signature"),
     };
-    verifier
-        .verify(signed, body, chrono::Utc::now().timestamp())
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
+    verifier.verify(signed, body, now).map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
 }
 
 /// `POST /inbound/mailgun`: a Mailgun route's parsed fields.
@@ -376,7 +375,7 @@ async fn mailgun(State(state): State<AppState>, request: Request, mime: bool) ->
     let content_type = header(&parts.headers, CONTENT_TYPE.as_str()).unwrap_or("");
     let form =
         Form::parse(content_type, body).await.map_err(|m| ApiError::new(StatusCode::NOT_ACCEPTABLE, m))?;
-    let now = chrono::Utc::now().timestamp();
+    let now = state.now();
     let message = if mime {
         mailgun::from_mime_form(&form, key, now, inbound.mailgun_tolerance)
     } else {
@@ -416,7 +415,7 @@ pub async fn sendgrid(State(state): State<AppState>, request: Request) -> Result
             header(&parts.headers, sendgrid::SIGNATURE_HEADER),
             header(&parts.headers, sendgrid::TIMESTAMP_HEADER),
             &body,
-            chrono::Utc::now().timestamp(),
+            state.now(),
             inbound.webhook_tolerance,
         )
         .map_err(|r| refuse(r, StatusCode::BAD_REQUEST))?;
@@ -480,15 +479,15 @@ pub async fn task_hook(
     )?;
     let (parts, body) = request.into_parts();
     let body = inbound.read_body(&parts.headers, body).await?;
-    let id = verify_standard(inbound.hooks.as_ref(), &parts.headers, &body)?;
+    let id = verify_standard(inbound.hooks.as_ref(), &parts.headers, &body, state.now())?;
     if media_type(&parts.headers) != "application/json" {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type must be application/json",
         ));
     }
-    let (request, raw) =
-        hook::message(&name, id, &body).map_err(|r| refuse(r, StatusCode::UNPROCESSABLE_ENTITY))?;
+    let (request, raw) = hook::message(&name, id, &body, state.store.clock().now())
+        .map_err(|r| refuse(r, StatusCode::UNPROCESSABLE_ENTITY))?;
     if let Some(w) = request.workflow.as_deref().filter(|w| !inbound.workflows.iter().any(|k| k == w)) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

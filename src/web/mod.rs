@@ -46,6 +46,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Now, in Unix seconds, from the store's clock (signature timestamp windows).
+    pub fn now(&self) -> i64 {
+        self.store.clock().now().timestamp()
+    }
+
     pub fn new(
         store: Store,
         intake: Arc<Intake>,
@@ -131,7 +136,7 @@ async fn health(State(state): State<AppState>) -> Response {
         Ok(m) => m,
         Err(e) => return ApiError::internal(e).into_response(),
     };
-    let now = chrono::Utc::now();
+    let now = state.store.clock().now();
     let mut degraded = false;
     let mailboxes: Vec<Value> = mailboxes
         .iter()

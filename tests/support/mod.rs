@@ -69,7 +69,7 @@ use std::time::Duration;
 
 use swarm_director::app::Application;
 use swarm_director::config::Settings;
-use swarm_director::domain::TaskStatus;
+use swarm_director::domain::{Clock, SystemClock, TaskStatus};
 use swarm_director::intake::webhook::{decode_secret, sign};
 use swarm_director::store::Store;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -116,10 +116,16 @@ impl TestApp {
     /// Starts the app on port 0 over a fresh database. `extra` overrides settings; an empty
     /// value unsets one.
     pub async fn spawn(db: Db, extra: &[(&str, &str)]) -> Self {
+        Self::spawn_with_clock(db, extra, Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::spawn`] with the app reading time from `clock` (tests advance a `ManualClock`
+    /// instead of sleeping).
+    pub async fn spawn_with_clock(db: Db, extra: &[(&str, &str)], clock: Arc<dyn Clock>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = db.fresh_url(dir.path()).await;
         let settings = settings(dir.path(), &url, extra);
-        let app = Application::build(settings).await.expect("app builds");
+        let app = Application::build_with_clock(settings, clock).await.expect("app builds");
         let base = format!("http://{}", app.local_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {

@@ -4,8 +4,12 @@
 //! at once (the step runs its fallback) until `cooldown` has passed. Half-open: one probe call is
 //! let through; its success closes the breaker, its failure opens it for another cooldown.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::Clock;
 
 /// What the breaker is doing, for the status page and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -25,7 +29,7 @@ pub enum BreakerState {
 #[derive(Debug)]
 enum Inner {
     Closed { failures: u32 },
-    Open { until: Instant },
+    Open { until: DateTime<Utc> },
     HalfOpen,
 }
 
@@ -33,6 +37,7 @@ enum Inner {
 pub struct Breaker {
     threshold: u32,
     cooldown: Duration,
+    clock: Arc<dyn Clock>,
     inner: Mutex<Inner>,
 }
 
@@ -44,9 +49,15 @@ pub struct Permit<'a> {
 }
 
 impl Breaker {
-    /// Opens after `threshold` consecutive failures (at least 1), for `cooldown`.
-    pub fn new(threshold: u32, cooldown: Duration) -> Self {
-        Self { threshold: threshold.max(1), cooldown, inner: Mutex::new(Inner::Closed { failures: 0 }) }
+    /// Opens after `threshold` consecutive failures (at least 1), for `cooldown` as `clock`
+    /// tells time.
+    pub fn new(threshold: u32, cooldown: Duration, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            threshold: threshold.max(1),
+            cooldown,
+            clock,
+            inner: Mutex::new(Inner::Closed { failures: 0 }),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -59,7 +70,7 @@ impl Breaker {
         let mut inner = self.lock();
         match *inner {
             Inner::Closed { .. } => {}
-            Inner::Open { until } if Instant::now() >= until => *inner = Inner::HalfOpen,
+            Inner::Open { until } if self.clock.now() >= until => *inner = Inner::HalfOpen,
             Inner::Open { .. } | Inner::HalfOpen => return None,
         }
         Some(Permit { breaker: self, done: false })
@@ -72,7 +83,10 @@ impl Breaker {
             (Inner::Closed { failures }, false) if failures + 1 < self.threshold => {
                 Inner::Closed { failures: failures + 1 }
             }
-            (_, false) => Inner::Open { until: Instant::now() + self.cooldown },
+            (_, false) => Inner::Open {
+                until: self.clock.now()
+                    + chrono::Duration::from_std(self.cooldown).unwrap_or(chrono::Duration::MAX),
+            },
         };
     }
 
@@ -80,7 +94,7 @@ impl Breaker {
         match *self.lock() {
             Inner::Closed { failures } => BreakerState::Closed { failures },
             Inner::Open { until } => BreakerState::Open {
-                retry_in_ms: until.saturating_duration_since(Instant::now()).as_millis() as u64,
+                retry_in_ms: (until - self.clock.now()).num_milliseconds().max(0) as u64,
             },
             Inner::HalfOpen => BreakerState::HalfOpen,
         }
@@ -105,10 +119,12 @@ impl Drop for Permit<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ManualClock;
 
     #[test]
     fn opens_after_consecutive_failures_and_probes_after_the_cooldown() {
-        let b = Breaker::new(3, Duration::from_millis(40));
+        let clock = Arc::new(ManualClock::starting_now());
+        let b = Breaker::new(3, Duration::from_millis(40), clock.clone());
         for _ in 0..2 {
             b.try_acquire().expect("closed").finish(false);
         }
@@ -119,20 +135,22 @@ mod tests {
         }
         assert!(matches!(b.state(), BreakerState::Open { .. }));
         assert!(b.try_acquire().is_none(), "open: refused at once");
-        std::thread::sleep(Duration::from_millis(50));
+        clock.advance(Duration::from_millis(39));
+        assert!(b.try_acquire().is_none(), "still cooling down");
+        clock.advance(Duration::from_millis(1));
         let probe = b.try_acquire().expect("half-open probe");
         assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(b.try_acquire().is_none(), "one probe at a time");
         probe.finish(false);
-        assert!(matches!(b.state(), BreakerState::Open { .. }), "a failed probe opens it again");
-        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(b.state(), BreakerState::Open { retry_in_ms: 40 }, "a failed probe opens it again");
+        clock.advance(Duration::from_millis(40));
         b.try_acquire().expect("probe").finish(true);
         assert_eq!(b.state(), BreakerState::Closed { failures: 0 });
     }
 
     #[test]
     fn a_cancelled_call_counts_as_a_failure() {
-        let b = Breaker::new(1, Duration::from_secs(60));
+        let b = Breaker::new(1, Duration::from_secs(60), Arc::new(ManualClock::starting_now()));
         drop(b.try_acquire().expect("closed"));
         assert!(matches!(b.state(), BreakerState::Open { .. }));
     }

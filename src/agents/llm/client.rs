@@ -160,12 +160,14 @@ impl std::fmt::Debug for LlmClient {
 }
 
 impl LlmClient {
+    /// A client whose circuit breaker tells time by `clock`.
+    ///
     /// Errors: the HTTP client cannot be built (TLS roots).
-    pub fn new(settings: LlmSettings) -> anyhow::Result<Self> {
+    pub fn new(settings: LlmSettings, clock: Arc<dyn crate::domain::Clock>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("swarm-director/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let breaker = Arc::new(Breaker::new(settings.breaker_failures, settings.breaker_cooldown));
+        let breaker = Arc::new(Breaker::new(settings.breaker_failures, settings.breaker_cooldown, clock));
         Ok(Self { http, settings: Arc::new(settings), breaker })
     }
 

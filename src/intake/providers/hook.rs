@@ -37,8 +37,14 @@ pub fn valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-/// Parses and checks the body, and writes the message. `webhook_id` must already be verified.
-pub fn message(name: &str, webhook_id: &str, body: &[u8]) -> Result<(TaskRequest, Vec<u8>), Rejection> {
+/// Parses and checks the body, and writes the message, dated `received` (its `Date`).
+/// `webhook_id` must already be verified.
+pub fn message(
+    name: &str,
+    webhook_id: &str,
+    body: &[u8],
+    received: chrono::DateTime<chrono::Utc>,
+) -> Result<(TaskRequest, Vec<u8>), Rejection> {
     let request: TaskRequest =
         serde_json::from_slice(body).map_err(|e| unacceptable(format!("invalid task request JSON: {e}")))?;
     let from_address = match request.from.rsplit_once('<') {
@@ -69,6 +75,6 @@ pub fn message(name: &str, webhook_id: &str, body: &[u8]) -> Result<(TaskRequest
         text: Some(request.text.clone()),
         ..Default::default()
     };
-    message.add_header_if_missing("Date", Some(&chrono::Utc::now().to_rfc2822()));
+    message.add_header_if_missing("Date", Some(&received.to_rfc2822()));
     Ok((request, message.to_rfc5322("hook")))
 }
