@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tracing::{error, info};
 
+use crate::agents::llm::{LlmClient, Prompts};
 use crate::config::Settings;
 use crate::domain::{Clock, SystemClock};
 use crate::intake::Intake;
@@ -19,6 +20,7 @@ use crate::mail::compose::Templates;
 use crate::mail::policy::SenderPolicy;
 use crate::mail::transport::Transport;
 use crate::orchestrator::Orchestrator;
+use crate::orchestrator::workflows::{self, Catalogue, Llm};
 use crate::outbox::Outbox;
 use crate::store::Store;
 use crate::web::{self, AppState};
@@ -35,7 +37,23 @@ pub struct App {
     /// IMAP intake, one per configured mailbox (none unless `IMAP_URL` is set).
     pub imap: Vec<Arc<ImapIntake>>,
     /// The LLM endpoint (unless `LLM_BASE_URL` is unset).
-    pub llm: Option<crate::agents::llm::LlmClient>,
+    pub llm: Option<LlmClient>,
+}
+
+/// The LLM endpoint (when configured) and the workflows: `SWARM_WORKFLOWS` or the built-in ones.
+fn workflows(settings: &Settings, clock: &Arc<dyn Clock>) -> Result<(Option<Llm>, Catalogue)> {
+    let llm = match &settings.llm {
+        None => None,
+        Some(llm) => Some(Llm {
+            client: LlmClient::new(llm.clone(), clock.clone())?,
+            prompts: Arc::new(Prompts::load(&settings.templates_dir.join("prompts"))?),
+        }),
+    };
+    let catalogue = match &settings.workflows_file {
+        Some(path) => workflows::load(path, llm.as_ref())?,
+        None => workflows::builtin(llm.as_ref()),
+    };
+    Ok((llm, catalogue))
 }
 
 /// A unique name for this process's leases.
@@ -60,19 +78,7 @@ impl App {
         let templates = Arc::new(Templates::load(&settings.templates_dir)?);
         let transport = Transport::from_settings(&settings.smtp)?;
         let owner = owner_name();
-        let llm = match &settings.llm {
-            None => None,
-            Some(llm) => Some(crate::orchestrator::workflows::Llm {
-                client: crate::agents::llm::LlmClient::new(llm.clone(), clock.clone())?,
-                prompts: Arc::new(crate::agents::llm::Prompts::load(
-                    &settings.templates_dir.join("prompts"),
-                )?),
-            }),
-        };
-        let catalogue = match &settings.workflows_file {
-            Some(path) => crate::orchestrator::workflows::load(path, llm.as_ref())?,
-            None => crate::orchestrator::workflows::builtin(llm.as_ref()),
-        };
+        let (llm, catalogue) = workflows(&settings, &clock)?;
         let orchestrator = Orchestrator::new(
             store.clone(),
             templates.clone(),

@@ -318,6 +318,76 @@ fn llm_settings(
     }))
 }
 
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+type Number<'a> = &'a dyn Fn(&str, u64) -> Result<u64>;
+
+/// `SWARM_DB_POOL_SIZE`, `SWARM_DB_ACQUIRE_TIMEOUT_SECS`, `SWARM_DB_STATEMENT_TIMEOUT_MS`,
+/// `SWARM_SQLITE_SYNCHRONOUS` (`full` or `normal`).
+fn db_options(get: Lookup<'_>, number: Number<'_>) -> Result<DbOptions> {
+    Ok(DbOptions {
+        pool_size: number("SWARM_DB_POOL_SIZE", 10)? as u32,
+        acquire_timeout: Duration::from_secs(number("SWARM_DB_ACQUIRE_TIMEOUT_SECS", 30)?),
+        statement_timeout: Duration::from_millis(number("SWARM_DB_STATEMENT_TIMEOUT_MS", 30_000)?),
+        sqlite_full_sync: match get("SWARM_SQLITE_SYNCHRONOUS").as_deref() {
+            None | Some("full") => true,
+            Some("normal") => false,
+            Some(v) => bail!("SWARM_SQLITE_SYNCHRONOUS={v:?} must be full or normal"),
+        },
+    })
+}
+
+/// `SWARM_TASK_BUDGET_TOKENS` and `SWARM_TASK_BUDGET_USD`; 0 or unset means no limit.
+fn budget(get: Lookup<'_>, number: Number<'_>) -> Result<Budget> {
+    Ok(Budget {
+        max_tokens: Some(number("SWARM_TASK_BUDGET_TOKENS", 0)?).filter(|n| *n > 0),
+        max_cost_usd: match get("SWARM_TASK_BUDGET_USD") {
+            None => None,
+            Some(v) => Some(
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x >= 0.0)
+                    .with_context(|| format!("SWARM_TASK_BUDGET_USD={v:?} is not an amount"))?,
+            )
+            .filter(|x| *x > 0.0),
+        },
+    })
+}
+
+/// The HTTP intake endpoints: `SWARM_WEBHOOK_SECRETS` (`/inbound/raw`), `SWARM_HOOK_SECRETS`
+/// (default: the same), the providers' keys, `SWARM_INBOUND_DISABLED` and the request limits.
+fn inbound_settings(get: Lookup<'_>, number: Number<'_>) -> Result<inbound::Settings> {
+    let webhook_secrets = secret_list(get("SWARM_WEBHOOK_SECRETS"));
+    let hook_secrets = match get("SWARM_HOOK_SECRETS") {
+        Some(v) => secret_list(Some(v)),
+        None => webhook_secrets.clone(),
+    };
+    let mut disabled = Vec::new();
+    for name in get("SWARM_INBOUND_DISABLED").unwrap_or_default().split(',').map(str::trim) {
+        if name.is_empty() {
+            continue;
+        }
+        let endpoint = Endpoint::ALL.into_iter().find(|e| e.name() == name).with_context(|| {
+            format!("SWARM_INBOUND_DISABLED names {name:?}; known: raw, mailgun, sendgrid, postmark, hooks")
+        })?;
+        disabled.push(endpoint);
+    }
+    Ok(inbound::Settings {
+        raw_secrets: webhook_secrets,
+        webhook_tolerance: Duration::from_secs(number("SWARM_WEBHOOK_TOLERANCE_SECS", 300)?),
+        mailgun_signing_key: get("MAILGUN_SIGNING_KEY").map(SecretString::from),
+        mailgun_tolerance: Duration::from_secs(number("MAILGUN_TIMESTAMP_TOLERANCE_SECS", 300)?),
+        sendgrid_basic_auth: get("SENDGRID_INBOUND_BASIC_AUTH").map(SecretString::from),
+        sendgrid_verification_key: get("SENDGRID_VERIFICATION_KEY"),
+        postmark_basic_auth: get("POSTMARK_INBOUND_BASIC_AUTH").map(SecretString::from),
+        hook_secrets,
+        disabled,
+        max_request_bytes: number("SWARM_MAX_REQUEST_BYTES", 25 * 1024 * 1024)? as usize,
+        read_timeout: Duration::from_secs(number("SWARM_INBOUND_READ_TIMEOUT_SECS", 30)?),
+        rate_per_sec: number("SWARM_INBOUND_RATE_PER_SEC", 50)? as u32,
+        rate_burst: number("SWARM_INBOUND_RATE_BURST", 200)? as u32,
+    })
+}
+
 impl Settings {
     /// Reads `.env` (if any) and the process environment.
     ///
@@ -348,23 +418,6 @@ impl Settings {
             http_addr.parse().with_context(|| format!("SWARM_HTTP_ADDR={http_addr:?} is not host:port"))?;
         let from = text("SWARM_FROM_ADDRESS", "swarm@localhost");
         let from_address = EmailAddress::parse(&from).context("SWARM_FROM_ADDRESS")?;
-        let webhook_secrets = secret_list(get("SWARM_WEBHOOK_SECRETS"));
-        let hook_secrets = match get("SWARM_HOOK_SECRETS") {
-            Some(v) => secret_list(Some(v)),
-            None => webhook_secrets.clone(),
-        };
-        let mut disabled = Vec::new();
-        for name in get("SWARM_INBOUND_DISABLED").unwrap_or_default().split(',').map(str::trim) {
-            if name.is_empty() {
-                continue;
-            }
-            let endpoint = Endpoint::ALL.into_iter().find(|e| e.name() == name).with_context(|| {
-                format!(
-                    "SWARM_INBOUND_DISABLED names {name:?}; known: raw, mailgun, sendgrid, postmark, hooks"
-                )
-            })?;
-            disabled.push(endpoint);
-        }
         let log_format = text("SWARM_LOG_FORMAT", "text");
         if log_format != "text" && log_format != "json" {
             bail!("SWARM_LOG_FORMAT={log_format:?} must be text or json");
@@ -373,16 +426,7 @@ impl Settings {
 
         Ok(Self {
             database_url: SecretString::from(text("DATABASE_URL", "sqlite://data/swarm.db")),
-            db: DbOptions {
-                pool_size: number("SWARM_DB_POOL_SIZE", 10)? as u32,
-                acquire_timeout: Duration::from_secs(number("SWARM_DB_ACQUIRE_TIMEOUT_SECS", 30)?),
-                statement_timeout: Duration::from_millis(number("SWARM_DB_STATEMENT_TIMEOUT_MS", 30_000)?),
-                sqlite_full_sync: match get("SWARM_SQLITE_SYNCHRONOUS").as_deref() {
-                    None | Some("full") => true,
-                    Some("normal") => false,
-                    Some(v) => bail!("SWARM_SQLITE_SYNCHRONOUS={v:?} must be full or normal"),
-                },
-            },
+            db: db_options(&get, &number)?,
             http_addr,
             smtp: SmtpSettings {
                 url: get("SMTP_URL").map(SecretString::from),
@@ -416,34 +460,8 @@ impl Settings {
             sender_policy: sender_policy(&get)?,
             llm: llm_settings(&get, &number)?,
             workflows_file: get("SWARM_WORKFLOWS").map(PathBuf::from),
-            budget: Budget {
-                max_tokens: Some(number("SWARM_TASK_BUDGET_TOKENS", 0)?).filter(|n| *n > 0),
-                max_cost_usd: match get("SWARM_TASK_BUDGET_USD") {
-                    None => None,
-                    Some(v) => Some(
-                        v.parse::<f64>()
-                            .ok()
-                            .filter(|x| x.is_finite() && *x >= 0.0)
-                            .with_context(|| format!("SWARM_TASK_BUDGET_USD={v:?} is not an amount"))?,
-                    )
-                    .filter(|x| *x > 0.0),
-                },
-            },
-            inbound: inbound::Settings {
-                raw_secrets: webhook_secrets,
-                webhook_tolerance: Duration::from_secs(number("SWARM_WEBHOOK_TOLERANCE_SECS", 300)?),
-                mailgun_signing_key: get("MAILGUN_SIGNING_KEY").map(SecretString::from),
-                mailgun_tolerance: Duration::from_secs(number("MAILGUN_TIMESTAMP_TOLERANCE_SECS", 300)?),
-                sendgrid_basic_auth: get("SENDGRID_INBOUND_BASIC_AUTH").map(SecretString::from),
-                sendgrid_verification_key: get("SENDGRID_VERIFICATION_KEY"),
-                postmark_basic_auth: get("POSTMARK_INBOUND_BASIC_AUTH").map(SecretString::from),
-                hook_secrets,
-                disabled,
-                max_request_bytes: number("SWARM_MAX_REQUEST_BYTES", 25 * 1024 * 1024)? as usize,
-                read_timeout: Duration::from_secs(number("SWARM_INBOUND_READ_TIMEOUT_SECS", 30)?),
-                rate_per_sec: number("SWARM_INBOUND_RATE_PER_SEC", 50)? as u32,
-                rate_burst: number("SWARM_INBOUND_RATE_BURST", 200)? as u32,
-            },
+            budget: budget(&get, &number)?,
+            inbound: inbound_settings(&get, &number)?,
             log_format,
         })
     }

@@ -7,6 +7,8 @@ pub mod agents;
 pub mod app;
 /// The hash-chained audit log: records, verification, CSV export.
 pub mod audit;
+/// The command line's commands, one function each.
+pub mod cli;
 /// Typed settings from the environment; the only reader of env vars.
 pub mod config;
 /// Newtypes and enums: `EmailAddress`, `MessageId`, `TaskId`, statuses.
@@ -19,6 +21,8 @@ pub mod mail;
 pub mod orchestrator;
 /// Durable delivery of replies with retries.
 pub mod outbox;
+/// Read-only reports shared by the web pages, the API and the CLI.
+pub mod reports;
 /// Cron table of maintenance jobs.
 pub mod scheduler;
 /// Pools, migrations and all SQL.

@@ -4,6 +4,7 @@
 //! `#[cfg(test)]` modules are left out: tests may reach across layers.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::Path;
 
 /// Who may import whom. A module belongs to the longest entry that is a prefix of its path;
@@ -23,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("outbox", &["domain", "audit", "mail", "mail::transport", "store"]),
     ("intake", &["domain", "audit", "mail", "mail::auth", "mail::policy", "store", "orchestrator"]),
     ("scheduler", &["domain", "store"]),
+    ("reports", &["domain", "audit", "store"]),
     (
         "web",
         &[
@@ -36,6 +38,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "outbox",
             "intake",
             "scheduler",
+            "reports",
         ],
     ),
     (
@@ -53,6 +56,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "outbox",
             "intake",
             "scheduler",
+            "reports",
             "web",
         ],
     ),
@@ -71,8 +75,30 @@ const LAYERS: &[(&str, &[&str])] = &[
             "outbox",
             "intake",
             "scheduler",
+            "reports",
             "web",
             "config",
+        ],
+    ),
+    (
+        "cli",
+        &[
+            "domain",
+            "audit",
+            "mail",
+            "mail::auth",
+            "mail::transport",
+            "mail::policy",
+            "store",
+            "agents",
+            "orchestrator",
+            "outbox",
+            "intake",
+            "scheduler",
+            "reports",
+            "web",
+            "config",
+            "app",
         ],
     ),
     (
@@ -90,9 +116,11 @@ const LAYERS: &[(&str, &[&str])] = &[
             "outbox",
             "intake",
             "scheduler",
+            "reports",
             "web",
             "config",
             "app",
+            "cli",
         ],
     ),
 ];
@@ -195,21 +223,87 @@ fn code_only(src: &str) -> String {
     out
 }
 
-/// Blanks `#[cfg(test)] mod name { … }` blocks.
-fn without_test_modules(code: &str) -> String {
-    let mut out = code.to_owned();
+/// Most lines a source file may have, its test modules aside.
+const MAX_FILE_LINES: usize = 600;
+/// Most lines a function may have (signature to closing brace), in test modules aside.
+const MAX_FN_LINES: usize = 80;
+
+/// Files and functions over the size limits, each named with its file and line.
+fn oversized(files: &BTreeMap<String, String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (file, src) in files {
+        let stripped = code_only(src);
+        let tests: usize = test_modules(&stripped).into_iter().map(|s| stripped[s].lines().count()).sum();
+        let lines = src.lines().count() - tests;
+        let code = without_test_modules(&stripped);
+        if lines > MAX_FILE_LINES {
+            problems.push(format!("src/{file}: {lines} lines, tests aside (at most {MAX_FILE_LINES})"));
+        }
+        for (line, name, length) in functions(&code) {
+            if length > MAX_FN_LINES {
+                problems.push(format!(
+                    "src/{file}:{line}: fn {name} has {length} lines (at most {MAX_FN_LINES})"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Every function with a body in `code` (comments, strings and tests already blanked):
+/// (first line, name, lines from the `fn` to its closing brace).
+fn functions(code: &str) -> Vec<(usize, String, usize)> {
+    let mut found = Vec::new();
     let mut from = 0;
-    while let Some(at) = out[from..].find("#[cfg(test)]").map(|p| p + from) {
-        let after = &out[at + "#[cfg(test)]".len()..];
-        let trimmed = after.trim_start();
-        if !trimmed.starts_with("mod ") {
-            from = at + 1;
+    while let Some(at) = code[from..].find("fn ").map(|p| p + from) {
+        from = at + 3;
+        if code[..at].chars().next_back().is_some_and(is_ident) {
             continue;
         }
-        let Some(open) = out[at..].find('{').map(|p| p + at) else { break };
+        let name: String = code[at + 3..].trim_start().chars().take_while(|&c| is_ident(c)).collect();
+        if name.is_empty() {
+            continue; // `fn(` in a type
+        }
+        let rest = &code[at..];
+        let (Some(open), semi) = (rest.find('{'), rest.find(';')) else { continue };
+        if semi.is_some_and(|s| s < open) {
+            continue; // a declaration without a body
+        }
         let mut depth = 0;
-        let mut end = out.len();
-        for (k, c) in out[open..].char_indices() {
+        let mut close = rest.len();
+        for (k, c) in rest[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = open + k;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let first = code[..at].matches('\n').count() + 1;
+        let length = rest[..close].matches('\n').count() + 1;
+        found.push((first, name, length));
+    }
+    found
+}
+
+/// Byte ranges of the `#[cfg(test)] mod name { … }` blocks of `code`.
+fn test_modules(code: &str) -> Vec<Range<usize>> {
+    let mut spans = Vec::new();
+    let mut from = 0;
+    while let Some(at) = code[from..].find("#[cfg(test)]").map(|p| p + from) {
+        from = at + 1;
+        if !code[at + "#[cfg(test)]".len()..].trim_start().starts_with("mod ") {
+            continue;
+        }
+        let Some(open) = code[at..].find('{').map(|p| p + at) else { break };
+        let mut depth = 0;
+        let mut end = code.len();
+        for (k, c) in code[open..].char_indices() {
             match c {
                 '{' => depth += 1,
                 '}' => {
@@ -222,9 +316,19 @@ fn without_test_modules(code: &str) -> String {
                 _ => {}
             }
         }
-        let blanked: String = out[at..end].chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
-        out.replace_range(at..end, &blanked);
+        spans.push(at..end);
         from = end;
+    }
+    spans
+}
+
+/// `code` with its test modules blanked (line breaks kept).
+fn without_test_modules(code: &str) -> String {
+    let mut out = code.to_owned();
+    for span in test_modules(code) {
+        let blanked: String =
+            code[span.clone()].chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
+        out.replace_range(span, &blanked);
     }
     out
 }
@@ -434,6 +538,30 @@ fn imports_follow_the_layer_table_without_cycles() {
 
 fn tree(files: &[(&str, &str)]) -> BTreeMap<String, String> {
     files.iter().map(|(f, s)| (f.to_string(), s.to_string())).collect()
+}
+
+#[test]
+fn no_file_or_function_is_over_the_size_limits() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = BTreeMap::new();
+    source_files(&src, &src, &mut files);
+    let problems = oversized(&files);
+    assert!(problems.is_empty(), "{} problem(s):\n{}", problems.len(), problems.join("\n"));
+}
+
+#[test]
+fn size_checker_counts_function_lines_without_tests() {
+    let long_body = "    let x = 1;\n".repeat(MAX_FN_LINES);
+    let files = tree(&[(
+        "store/mod.rs",
+        &format!(
+            "fn short() {{ let s = \"{{\"; }}\nfn long() {{\n{long_body}}}\n#[cfg(test)]\nmod tests {{\n    fn huge() {{\n{long_body}    }}\n}}\n"
+        ),
+    )]);
+    assert_eq!(
+        oversized(&files),
+        [format!("src/store/mod.rs:2: fn long has {} lines (at most {MAX_FN_LINES})", MAX_FN_LINES + 2)]
+    );
 }
 
 #[test]

@@ -54,7 +54,7 @@ async fn run(app: &TestApp, n: usize, to: &str, subject: &str) -> (i64, Value, S
         app.post_signed(&request(n, to, subject), &format!("msg_llm{n}")).await.json().await.expect("json");
     let task = body["task_id"].as_i64().unwrap_or_else(|| panic!("a task: {body}"));
     app.wait_finished_within(task, Duration::from_secs(20)).await;
-    let report = swarm_director::web::task_report(&app.store, task).await.expect("report").expect("task");
+    let report = swarm_director::reports::task_report(&app.store, task).await.expect("report").expect("task");
     let reply = report["reply"].as_str().unwrap_or_default().to_owned();
     (task, report, decode_qp(&reply))
 }
@@ -378,7 +378,7 @@ async fn run_raw(app: &TestApp, raw: &[u8], id: &str) -> (i64, Value) {
     let body: Value = app.post_signed(raw, id).await.json().await.expect("json");
     let task = body["task_id"].as_i64().unwrap_or_else(|| panic!("a task: {body}"));
     app.wait_finished_within(task, Duration::from_secs(20)).await;
-    (task, swarm_director::web::task_report(&app.store, task).await.expect("report").expect("task"))
+    (task, swarm_director::reports::task_report(&app.store, task).await.expect("report").expect("task"))
 }
 
 matrix! {

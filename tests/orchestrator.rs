@@ -29,6 +29,7 @@ async fn queue_task(app: &App, key: &str, workflow: &str, input: &str) -> i64 {
                 workflow: workflow.into(),
                 input: input.into(),
                 routed_by: "test".into(),
+                routing: swarm_director::domain::Routing::Requested,
                 follow_up: Default::default(),
             }),
             None,

@@ -47,6 +47,7 @@ async fn accept(store: &Store, n: usize) -> Outcome {
                 workflow: "default".into(),
                 input: "{}".into(),
                 routed_by: "test".into(),
+                routing: swarm_director::domain::Routing::Requested,
                 follow_up: Default::default(),
             }),
             None,

@@ -244,6 +244,14 @@ impl Outcome {
     }
 }
 
+/// A stored text that names no variant of the enum it should be.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{value:?} is not a {kind}")]
+pub struct UnknownValue {
+    pub kind: &'static str,
+    pub value: String,
+}
+
 macro_rules! text_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
@@ -268,6 +276,13 @@ macro_rules! text_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        impl TryFrom<String> for $name {
+            type Error = UnknownValue;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                Self::parse(&s).ok_or(UnknownValue { kind: stringify!($name), value: s })
+            }
+        }
     };
 }
 
@@ -290,6 +305,20 @@ text_enum!(
         Failed => "failed",
         Bounced => "bounced",
         Held => "held",
+    }
+);
+
+text_enum!(
+    /// How a task's workflow was chosen, stored with the task: a routing rule matched, no rule
+    /// matched (the default), the director is to choose when the task runs, the director chose,
+    /// the caller asked for it, or list mail opted in (`SWARM_LIST_MAIL_WORKFLOW`).
+    Routing {
+        Rule => "rule",
+        Default => "default",
+        AskDirector => "ask_director",
+        Director => "director",
+        Requested => "requested",
+        ListMail => "list_mail",
     }
 );
 

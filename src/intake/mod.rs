@@ -13,8 +13,8 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
-use crate::domain::EmailAddress;
 pub use crate::domain::Outcome;
+use crate::domain::{EmailAddress, Routing};
 use crate::mail::parse::Limits as MimeLimits;
 use crate::mail::{guard, parse};
 use crate::store::{Disposition, NewMessage, NewTask, Nonce, Store};
@@ -74,7 +74,7 @@ pub struct Intake {
     limits: MimeLimits,
     own_address: EmailAddress,
     /// Picks the workflow of a new task (rules, director, default).
-    router: crate::orchestrator::workflows::Router,
+    router: crate::orchestrator::routing::Router,
     /// The workflow list and bulk mail goes to; `None` (the default) ignores such mail.
     list_workflow: Option<String>,
     /// Which senders are obeyed (invariant 7).
@@ -96,7 +96,7 @@ impl Intake {
         store: Store,
         limits: MimeLimits,
         own_address: EmailAddress,
-        router: crate::orchestrator::workflows::Router,
+        router: crate::orchestrator::routing::Router,
     ) -> Self {
         Self {
             store,
@@ -195,23 +195,29 @@ impl Intake {
     ) -> Result<Disposition> {
         // The guard's and the sender policy's verdict, and the workflow: list mail goes to the
         // list workflow when one opts in.
-        // (workflow, why): the caller's choice, the list workflow, or the router's rules.
-        let routed = |p: &parse::ParsedMail| self.router.route(&p.email, &self.own_address);
-        let verdict = |p: &parse::ParsedMail| -> Result<(EmailAddress, (String, String)), NoTask> {
+        // (workflow, why, how): the caller's choice, the list workflow, or the router's rules.
+        let routed = |p: &parse::ParsedMail| {
+            let decision = self.router.route(&p.email, &self.own_address);
+            (decision.workflow().to_owned(), decision.why(), decision.routing())
+        };
+        let verdict = |p: &parse::ParsedMail| -> Result<(EmailAddress, (String, String, Routing)), NoTask> {
             if hints.requested {
                 return Ok((
                     guard::addressing(p, &self.own_address).map_err(NoTask::Guard)?,
-                    hints
-                        .workflow
-                        .map_or_else(|| routed(p), |w| (w.to_owned(), "requested by the caller".to_owned())),
+                    hints.workflow.map_or_else(
+                        || routed(p),
+                        |w| (w.to_owned(), "requested by the caller".to_owned(), Routing::Requested),
+                    ),
                 ));
             }
             guard::automated(p).map_err(NoTask::Guard)?;
             let workflow = match (guard::list_mail(p), &self.list_workflow) {
                 (Ok(()), _) => routed(p),
-                (Err(_), Some(list_workflow)) => {
-                    (list_workflow.clone(), "list mail: SWARM_LIST_MAIL_WORKFLOW".to_owned())
-                }
+                (Err(_), Some(list_workflow)) => (
+                    list_workflow.clone(),
+                    "list mail: SWARM_LIST_MAIL_WORKFLOW".to_owned(),
+                    Routing::ListMail,
+                ),
                 (Err(reason), None) => return Err(NoTask::Guard(reason)),
             };
             let reply_to = guard::addressing(p, &self.own_address).map_err(NoTask::Guard)?;
@@ -226,7 +232,7 @@ impl Intake {
             Ok(p) => match verdict(&p) {
                 Err(NoTask::Guard(reason)) => Disposition::Ignored(reason),
                 Err(NoTask::Policy(reason)) => self.refusal(&p, verified, reason),
-                Ok((reply_to, (workflow, routed_by))) => {
+                Ok((reply_to, (workflow, routed_by, routing))) => {
                     let mut email = p.email;
                     if let Some(text) = hints.new_text.map(str::trim).filter(|t| !t.is_empty()) {
                         email.new_text = text.replace("\r\n", "\n");
@@ -242,6 +248,7 @@ impl Intake {
                         subject: email.subject.clone(),
                         workflow,
                         routed_by,
+                        routing,
                         input: serde_json::to_string(&email)?,
                         follow_up,
                     })

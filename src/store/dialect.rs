@@ -73,7 +73,7 @@ const CLAIM_TASK_SQLITE: &str = "UPDATE tasks
      WHERE id = (SELECT id FROM tasks
                  WHERE status = 'queued' OR (status = 'running' AND lease_until < $3)
                  ORDER BY id LIMIT 1)
-     RETURNING id, attempts, created_at, workflow, sender, reply_to, subject, input, conversation_id";
+     RETURNING id, attempts, created_at, workflow, routing, sender, reply_to, subject, input, conversation_id";
 
 const CLAIM_TASK_POSTGRES: &str = "UPDATE tasks
      SET status = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1,
@@ -81,7 +81,7 @@ const CLAIM_TASK_POSTGRES: &str = "UPDATE tasks
      WHERE id = (SELECT id FROM tasks
                  WHERE status = 'queued' OR (status = 'running' AND lease_until < $3)
                  ORDER BY id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED)
-     RETURNING id, attempts, created_at, workflow, sender, reply_to, subject, input, conversation_id";
+     RETURNING id, attempts, created_at, workflow, routing, sender, reply_to, subject, input, conversation_id";
 
 const CLAIM_DELIVERY_SQLITE: &str = "UPDATE outbox
      SET status = 'sending', lease_owner = $1, lease_until = $2, attempts = attempts + 1

@@ -8,7 +8,6 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::FromRow;
 
-use super::tasks::FollowUp;
 use super::{NewTask, OwnedDelivery, Store};
 use crate::audit::AuditEvent;
 use crate::domain::{BounceNotice, BouncedDelivery, MessageRowId, MessageStatus, Outcome, TaskId};
@@ -279,47 +278,7 @@ impl Store {
     ) -> Result<Outcome> {
         let outcome = match disposition {
             Disposition::Task(t) => {
-                let joined = self.follow_up(tx, &t).await?;
-                let (conversation, follows) = match &joined {
-                    FollowUp::Joins { conversation, follows } => (Some(*conversation), Some(*follows)),
-                    _ => (None, None),
-                };
-                let task: i64 = sqlx::query_scalar(
-                    "INSERT INTO tasks (message_id, created_at, updated_at, sender, reply_to, subject,
-                                        workflow, input, status, conversation_id, follows)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10)
-                     RETURNING id",
-                )
-                .bind(message.0)
-                .bind(now)
-                .bind(now)
-                .bind(&t.sender)
-                .bind(&t.reply_to)
-                .bind(&t.subject)
-                .bind(&t.workflow)
-                .bind(&t.input)
-                .bind(conversation)
-                .bind(follows)
-                .fetch_one(&mut **tx)
-                .await?;
-                let mut details = json!({"message": message.0, "workflow": t.workflow, "routed_by": t.routed_by,
-                                         "sender": t.sender, "subject": t.subject});
-                match joined {
-                    FollowUp::Joins { conversation, follows } => {
-                        details["conversation"] = json!(conversation);
-                        details["follows"] = json!(follows);
-                    }
-                    FollowUp::NotJoined { task, why } => {
-                        details["not_joined"] = json!({"task": task, "reason": why});
-                    }
-                    FollowUp::New => {}
-                }
-                events.push(
-                    AuditEvent::new(actor, "task.created", format!("task:{task}"))
-                        .task(task)
-                        .details(details),
-                );
-                Outcome::Task { message, task: TaskId(task) }
+                Outcome::Task { message, task: self.create_task(tx, actor, message, t, now, events).await? }
             }
             Disposition::Ignored(reason) => {
                 events.push(

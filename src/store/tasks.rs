@@ -10,7 +10,7 @@ use sqlx::FromRow;
 
 use super::{NewDelivery, Store, as_json, as_json_opt};
 use crate::audit::AuditEvent;
-use crate::domain::{MessageId, StepStatus, TaskId, TaskStatus};
+use crate::domain::{MessageId, MessageRowId, Routing, StepStatus, TaskId, TaskStatus};
 
 /// What [`Store::follow_up`] found.
 pub(super) enum FollowUp {
@@ -27,6 +27,9 @@ pub struct NewTask {
     pub workflow: String,
     /// Why this workflow: the routing rule that matched, or how it was chosen (audited).
     pub routed_by: String,
+    /// How the workflow was chosen; [`Routing::AskDirector`] lets the director choose when the
+    /// task runs (`workflow` is then the one it runs if the director cannot).
+    pub routing: Routing,
     /// JSON of the parsed email the agents work on.
     pub input: String,
     /// What may make it a follow-up of an earlier task.
@@ -53,6 +56,8 @@ pub struct ClaimedTask {
     /// When the task was created (the message was accepted), RFC 3339.
     pub created_at: String,
     pub workflow: String,
+    #[sqlx(try_from = "String")]
+    pub routing: Routing,
     pub sender: String,
     pub reply_to: String,
     pub subject: String,
@@ -124,6 +129,58 @@ pub struct StepOutcome<'a> {
 }
 
 impl Store {
+    /// Creates the task of a newly stored message in the intake transaction, joined to the
+    /// conversation it continues (see [`FollowUpHints`]); pushes `task.created`.
+    pub(super) async fn create_task(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        actor: &str,
+        message: MessageRowId,
+        t: NewTask,
+        now: &str,
+        events: &mut Vec<AuditEvent>,
+    ) -> Result<TaskId> {
+        let joined = self.follow_up(tx, &t).await?;
+        let (conversation, follows) = match &joined {
+            FollowUp::Joins { conversation, follows } => (Some(*conversation), Some(*follows)),
+            _ => (None, None),
+        };
+        let task: i64 = sqlx::query_scalar(
+            "INSERT INTO tasks (message_id, created_at, updated_at, sender, reply_to, subject,
+                                workflow, routing, input, status, conversation_id, follows)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11)
+             RETURNING id",
+        )
+        .bind(message.0)
+        .bind(now)
+        .bind(now)
+        .bind(&t.sender)
+        .bind(&t.reply_to)
+        .bind(&t.subject)
+        .bind(&t.workflow)
+        .bind(t.routing.as_str())
+        .bind(&t.input)
+        .bind(conversation)
+        .bind(follows)
+        .fetch_one(&mut **tx)
+        .await?;
+        let mut details = json!({"message": message.0, "workflow": t.workflow, "routing": t.routing, "routed_by": t.routed_by,
+                                 "sender": t.sender, "subject": t.subject});
+        match joined {
+            FollowUp::Joins { conversation, follows } => {
+                details["conversation"] = json!(conversation);
+                details["follows"] = json!(follows);
+            }
+            FollowUp::NotJoined { task, why } => {
+                details["not_joined"] = json!({"task": task, "reason": why});
+            }
+            FollowUp::New => {}
+        }
+        events
+            .push(AuditEvent::new(actor, "task.created", format!("task:{task}")).task(task).details(details));
+        Ok(TaskId(task))
+    }
+
     /// Whether a new task continues an earlier one (see [`FollowUpHints`]): the newest of our
     /// replies it answers, else its `[#id]` tag, names the candidate; it joins that conversation
     /// only when the sender is the candidate's sender.
@@ -289,8 +346,9 @@ impl Store {
     /// Sets the workflow a director chose for `task`, audited with the reason.
     pub async fn route_task(&self, task: i64, workflow: &str, reason: &str) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE tasks SET workflow = $1, updated_at = $2 WHERE id = $3")
+        sqlx::query("UPDATE tasks SET workflow = $1, routing = $2, updated_at = $3 WHERE id = $4")
             .bind(workflow)
+            .bind(Routing::Director.as_str())
             .bind(self.now())
             .bind(task)
             .execute(&mut *tx)

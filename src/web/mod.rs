@@ -26,7 +26,8 @@ pub use inbound::Inbound;
 use crate::audit::CsvExport;
 use crate::intake::Intake;
 use crate::intake::webhook::constant_time_eq;
-use crate::store::{AuditFilter, Store, StoreError};
+use crate::reports::{parse_bound, task_report};
+use crate::store::{AuditFilter, Store};
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -200,40 +201,6 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
     id.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "task id must be a number"))
 }
 
-/// The JSON of one task: the task, its steps with their outputs, the reply and its deliveries.
-/// `None` when no such task exists. Shared by `GET /api/tasks/{id}` and `task show`.
-pub async fn task_report(store: &Store, id: i64) -> anyhow::Result<Option<Value>> {
-    let Some(task) = store.task(id).await? else { return Ok(None) };
-    let steps = store.task_steps(id).await?;
-    let deliveries = store.task_deliveries(id).await?;
-    let reply = store.task_reply(id).await?.map(|b| String::from_utf8_lossy(&b).into_owned());
-    // Every delivery attempt and its outcome, from the audit log.
-    let mut delivery_attempts = Vec::new();
-    store
-        .for_each_audit(&AuditFilter { task: Some(id), ..AuditFilter::default() }, |r| {
-            if r.action.starts_with("delivery.") {
-                delivery_attempts.push(json!({"at": r.at, "action": r.action, "details": r.details}));
-            }
-            Ok::<_, StoreError>(())
-        })
-        .await?;
-    // LLM spending over every step of every attempt.
-    let llm = json!({
-        "tokens_in": steps.iter().filter_map(|s| s.tokens_in).sum::<i64>(),
-        "tokens_out": steps.iter().filter_map(|s| s.tokens_out).sum::<i64>(),
-        "cost_usd": steps.iter().filter_map(|s| s.cost_usd).sum::<f64>(),
-        "llm_steps": steps.iter().filter(|s| s.model.is_some()).count(),
-    });
-    Ok(Some(json!({
-        "task": task,
-        "llm": llm,
-        "steps": steps,
-        "reply": reply,
-        "deliveries": deliveries,
-        "delivery_attempts": delivery_attempts,
-    })))
-}
-
 async fn task_api(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -241,7 +208,7 @@ async fn task_api(
 ) -> Result<Json<Value>, ApiError> {
     state.authorize(&headers)?;
     let id = parse_id(&id)?;
-    let report = task_report(&state.store, id).await.map_err(ApiError::internal)?;
+    let report = task_report(&state.store, id).await?;
     report.map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no task {id}")))
 }
 
@@ -252,7 +219,7 @@ async fn task_page(
 ) -> Result<Html<String>, ApiError> {
     state.authorize(&headers)?;
     let id = parse_id(&id)?;
-    let report = task_report(&state.store, id).await.map_err(ApiError::internal)?;
+    let report = task_report(&state.store, id).await?;
     let report = report.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no task {id}")))?;
     state.render("task.html", report)
 }
@@ -262,17 +229,6 @@ struct AuditQuery {
     since: Option<String>,
     until: Option<String>,
     task: Option<i64>,
-}
-
-/// Parses an RFC 3339 bound of an audit export.
-pub fn parse_bound(name: &str, value: Option<&str>) -> Result<Option<DateTime<chrono::Utc>>, String> {
-    value
-        .map(|v| {
-            DateTime::parse_from_rfc3339(v)
-                .map(|d| d.to_utc())
-                .map_err(|_| format!("{name} must be an RFC 3339 time, e.g. 2026-11-22T00:00:00Z"))
-        })
-        .transpose()
 }
 
 async fn audit_csv(

@@ -102,7 +102,13 @@ fn end_of_month(base: NaiveDate) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, 1).map_or(base, |first| first - Duration::days(1))
 }
 
+/// The date that the words of `t` starting at `i` name, relative to `base`, and those words.
 fn match_at(t: &[String], i: usize, base: NaiveDate) -> Option<(NaiveDate, String)> {
+    calendar_date(t, i, base).or_else(|| relative_date(t, i, base))
+}
+
+/// A date written as one: `2026-12-05`, `12/5`, `5/12/26`, `December 5`, `5th of Dec 2026`.
+fn calendar_date(t: &[String], i: usize, base: NaiveDate) -> Option<(NaiveDate, String)> {
     let w = t[i].as_str();
     let next = |k: usize| t.get(i + k).map(String::as_str);
     let phrase = |n: usize| t[i..(i + n).min(t.len())].join(" ");
@@ -141,6 +147,15 @@ fn match_at(t: &[String], i: usize, base: NaiveDate) -> Option<(NaiveDate, Strin
             }
         }
     }
+    None
+}
+
+/// A date named by words: `today`, `tomorrow`, `eow`, a weekday, `end of the month`, `next
+/// week`, `in 3 days`.
+fn relative_date(t: &[String], i: usize, base: NaiveDate) -> Option<(NaiveDate, String)> {
+    let w = t[i].as_str();
+    let next = |k: usize| t.get(i + k).map(String::as_str);
+    let phrase = |n: usize| t[i..(i + n).min(t.len())].join(" ");
     match w {
         "today" | "tonight" | "eod" | "cob" => return Some((base, phrase(1))),
         "tomorrow" => return Some((base + Duration::days(1), phrase(1))),

@@ -1,0 +1,235 @@
+//! The command line's commands, one function each: what `main.rs` calls once it has parsed the
+//! arguments and read the settings. Each prints its result to stdout (tab-separated lines or
+//! JSON, documented per command) and returns the process exit code; errors are returned for
+//! `main` to print. A row that is not there (no such task, delivery or suppression) is an error.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use secrecy::ExposeSecret;
+
+use crate::app::{App, Application};
+use crate::audit::{ChainVerifier, CsvExport};
+use crate::config::Settings;
+use crate::intake::Source;
+use crate::reports::{outcome_details, parse_bound, task_report};
+use crate::store::{AuditFilter, Store};
+
+/// Logs to stderr with `SWARM_LOG` directives, as text (colours only on a terminal) or JSON.
+pub fn init_tracing(settings: &Settings) {
+    // html5ever (inside html2text) warns about every odd HTML construct in real mail; those are
+    // not ours to act on, so it is quiet unless SWARM_LOG names it.
+    let wanted = &settings.log_filter;
+    let directives =
+        if wanted.contains("html5ever") { wanted.clone() } else { format!("{wanted},html5ever=error") };
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| "info,html5ever=error".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if settings.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
+/// `serve`: HTTP, task workers, outbox worker, IMAP intake and scheduler until SIGINT/SIGTERM.
+pub async fn serve(settings: Settings) -> Result<ExitCode> {
+    let app = Application::build(settings).await?;
+    app.run_until(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `migrate`: applies the migrations.
+pub async fn migrate(settings: Settings) -> Result<ExitCode> {
+    open(&settings).await?;
+    println!("migrations applied");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ingest FILE...`: prints `PATH<TAB>OUTCOME<TAB>DETAILS` per file once its task and reply are
+/// done. Exit 1 only when a file could not be read.
+pub async fn ingest(settings: Settings, files: Vec<PathBuf>) -> Result<ExitCode> {
+    let app = App::build(settings).await?;
+    let mut results = Vec::with_capacity(files.len());
+    let mut unreadable = false;
+    for path in &files {
+        let shown = path.display().to_string();
+        match std::fs::read(path) {
+            Ok(raw) => {
+                let source = Source::new("cli", Some(&shown));
+                let outcome =
+                    app.intake.accept(&source, &raw).await.with_context(|| format!("storing {shown}"))?;
+                results.push((shown, Ok(outcome)));
+            }
+            Err(e) => {
+                unreadable = true;
+                results.push((shown, Err(e.to_string())));
+            }
+        }
+    }
+    app.drain().await?;
+    let mut out = std::io::stdout().lock();
+    for (path, outcome) in results {
+        let line = match outcome {
+            Err(e) => format!("{path}\terror\t{e}"),
+            Ok(o) => format!("{path}\t{}\t{}", o.word(), outcome_details(&app.store, &o).await?),
+        };
+        writeln!(out, "{line}")?;
+    }
+    Ok(if unreadable { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// `audit export`: the audit log as CSV on stdout, optionally bounded in time and to one task.
+pub async fn audit_export(
+    settings: Settings,
+    since: Option<String>,
+    until: Option<String>,
+    task: Option<i64>,
+) -> Result<ExitCode> {
+    let filter = AuditFilter {
+        since: parse_bound("--since", since.as_deref()).map_err(anyhow::Error::msg)?,
+        until: parse_bound("--until", until.as_deref()).map_err(anyhow::Error::msg)?,
+        task,
+    };
+    let store = open(&settings).await?;
+    let stdout = std::io::stdout().lock();
+    let mut csv = CsvExport::new(std::io::BufWriter::new(stdout))?;
+    store.for_each_audit(&filter, |r| -> Result<()> { Ok(csv.write(&r)?) }).await?;
+    csv.finish()?.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `audit verify`: checks the hash chain; exit 1 naming the first bad record.
+pub async fn audit_verify(settings: Settings) -> Result<ExitCode> {
+    let store = open(&settings).await?;
+    let mut verifier = ChainVerifier::default();
+    let mut broken = None;
+    store
+        .for_each_audit(&AuditFilter::default(), |r| -> Result<()> {
+            if broken.is_none() {
+                broken = verifier.push(&r).err();
+            }
+            Ok(())
+        })
+        .await?;
+    let (head_seq, head_hash) = store.audit_head().await?;
+    match broken.map(Err).unwrap_or_else(|| verifier.finish(head_seq, &head_hash)) {
+        Ok(n) => {
+            println!("audit log intact: {n} records");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("audit log BROKEN: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `quarantine list`: `ID<TAB>RECEIVED<TAB>SOURCE<TAB>BYTES<TAB>REASON`, newest first.
+pub async fn quarantine_list(settings: Settings, limit: i64) -> Result<ExitCode> {
+    let store = open(&settings).await?;
+    for m in store.quarantined(limit).await? {
+        let reason = m.reason.unwrap_or_default();
+        println!("{}\t{}\t{}\t{}\t{reason}", m.id, m.received_at, m.source, m.size_bytes);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `quarantine show ID`: the message's details, a blank line, then its raw bytes as received.
+pub async fn quarantine_show(settings: Settings, id: i64) -> Result<ExitCode> {
+    let store = open(&settings).await?;
+    let m = store.message(id).await?.with_context(|| format!("no message {id}"))?;
+    let raw = store.message_raw(id).await?.unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "message: {}\nstatus: {}\nreceived: {}\nsource: {}",
+        m.id, m.status, m.received_at, m.source
+    )?;
+    writeln!(
+        out,
+        "reason: {}\nbytes: {}\nsha256: {}\n",
+        m.reason.unwrap_or_default(),
+        m.size_bytes,
+        m.sha256
+    )?;
+    out.write_all(&raw)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `quarantine reprocess ID`: parses the message again; prints `message ID<TAB>OUTCOME<TAB>DETAILS`.
+pub async fn quarantine_reprocess(settings: Settings, id: i64) -> Result<ExitCode> {
+    let app = App::build(settings).await?;
+    let outcome = app.intake.reprocess(id).await?;
+    app.drain().await?;
+    println!("message {id}\t{}\t{}", outcome.word(), outcome_details(&app.store, &outcome).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `outbox release ID`: sends a held reply despite the reply caps.
+pub async fn outbox_release(settings: Settings, id: i64) -> Result<ExitCode> {
+    let store = open(&settings).await?;
+    if !store.release_delivery(id, "cli").await? {
+        bail!("no held delivery {id}")
+    }
+    println!("delivery {id} released; a running instance sends it on its next pass");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `suppression list`: `ADDRESS<TAB>SINCE<TAB>REASON`, newest first.
+pub async fn suppression_list(settings: Settings) -> Result<ExitCode> {
+    let store = open(&settings).await?;
+    for s in store.suppressions().await? {
+        println!("{}\t{}\t{}", s.address, s.created_at, s.reason);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `suppression remove ADDRESS`: sends to the address again.
+pub async fn suppression_remove(settings: Settings, address: String) -> Result<ExitCode> {
+    let store = open(&settings).await?;
+    if !store.remove_suppression(&address, "cli").await? {
+        bail!("{address} is not on the suppression list")
+    }
+    println!("{address} removed from the suppression list");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `task show ID`: the task report as pretty JSON.
+pub async fn task_show(settings: Settings, id: i64) -> Result<ExitCode> {
+    let store = open(&settings).await?;
+    let Some(report) = task_report(&store, id).await? else { bail!("no task {id}") };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The database, migrated.
+async fn open(settings: &Settings) -> Result<Store> {
+    let store = Store::connect(settings.database_url.expose_secret(), &settings.db).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
