@@ -59,11 +59,6 @@ pub fn decode_secret(secret: &str) -> Result<Vec<u8>> {
     Ok(key)
 }
 
-/// Compares secrets in time that depends only on their lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Signs like a Standard Webhooks sender: `v1,<base64 HMAC-SHA256>`. Used by tests and docs.
 pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");

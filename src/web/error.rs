@@ -1,5 +1,6 @@
 //! The one error type at the HTTP edge: a status and a message safe to show the client,
-//! rendered as `{"error": "..."}`. Internal errors are logged and answered with a generic 500.
+//! rendered as `{"error": "...", "request_id": "..."}` (the id also in the `x-request-id`
+//! header and the log). Internal errors are logged and answered with a generic 500.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -60,7 +61,11 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(json!({"error": self.message}))).into_response();
+        let mut body = json!({"error": self.message});
+        if let Some(id) = super::layers::current_request_id().filter(|id| !id.is_empty()) {
+            body["request_id"] = json!(id);
+        }
+        let mut response = (self.status, Json(body)).into_response();
         if self.challenge {
             response.headers_mut().insert(
                 WWW_AUTHENTICATE,

@@ -4,6 +4,7 @@
 
 mod error;
 pub mod inbound;
+mod layers;
 
 use std::sync::Arc;
 
@@ -14,7 +15,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine;
 use chrono::DateTime;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -25,7 +25,7 @@ pub use inbound::Inbound;
 
 use crate::audit::CsvExport;
 use crate::intake::Intake;
-use crate::intake::webhook::constant_time_eq;
+use crate::intake::providers::{Credentials, secrets_match};
 use crate::reports::{parse_bound, task_report};
 use crate::store::{AuditFilter, Store};
 
@@ -89,7 +89,7 @@ impl AppState {
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(token) = &self.admin_token else { return Ok(()) };
         if presented_token(headers)
-            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.expose_secret().as_bytes()))
+            .is_some_and(|t| secrets_match(t.as_bytes(), token.expose_secret().as_bytes()))
         {
             Ok(())
         } else {
@@ -98,27 +98,33 @@ impl AppState {
     }
 }
 
+/// The admin token a request presents: a Bearer token, or the password of Basic credentials.
 fn presented_token(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    if let Some(token) = value.strip_prefix("Bearer ") {
-        return Some(token.trim().to_owned());
+    match Credentials::parse(headers.get(AUTHORIZATION)?.to_str().ok()?)? {
+        Credentials::Bearer(token) => Some(token),
+        Credentials::Basic(decoded) => {
+            let text = String::from_utf8(decoded).ok()?;
+            text.split_once(':').map(|(_, password)| password.to_owned())
+        }
     }
-    let basic = value.strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(basic.trim()).ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    text.split_once(':').map(|(_, password)| password.to_owned())
 }
 
+/// Every route: pages and API under a deadline, the intake endpoints, all under the request id,
+/// trace and panic layers.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let pages = Router::new()
         .route("/", get(status_page))
         .route("/health", get(health))
         .route("/tasks/{id}", get(task_page))
         .route("/api/tasks/{id}", get(task_api))
-        .route("/audit.csv", get(audit_csv))
-        .merge(inbound::routes())
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page") })
-        .with_state(state)
+        .route("/audit.csv", get(audit_csv));
+    layers::around(
+        Router::new()
+            .merge(layers::with_deadline(pages))
+            .merge(inbound::routes())
+            .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page") })
+            .with_state(state),
+    )
 }
 
 /// `{"status": "ok" | "degraded", "database": "ok", "mailboxes": [...]}`, 200 while the database

@@ -174,13 +174,44 @@ pub(crate) fn one_line(value: &str) -> String {
     out.trim().to_owned()
 }
 
+/// The credentials of an `Authorization` header value (RFC 9110 §11.6.2; the scheme is
+/// case-insensitive, §11.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// `Bearer <token>` (RFC 6750 §2.1).
+    Bearer(String),
+    /// `Basic <base64 user:password>` (RFC 7617), decoded.
+    Basic(Vec<u8>),
+}
+
+impl Credentials {
+    /// `None` for another scheme or a Basic value that is not base64.
+    pub fn parse(authorization: &str) -> Option<Self> {
+        use base64::Engine;
+        let (scheme, rest) = authorization.trim().split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("bearer") {
+            Some(Self::Bearer(rest.trim().to_owned()))
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok().map(Self::Basic)
+        } else {
+            None
+        }
+    }
+}
+
+/// Compares secrets in time that depends only on their lengths.
+pub fn secrets_match(presented: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.ct_eq(expected).into()
+}
+
 /// Checks HTTP Basic credentials (RFC 7617) against `expected` (`user:password`) in constant
 /// time over the whole string.
 pub fn basic_auth_matches(authorization: Option<&str>, expected: &str) -> bool {
-    use base64::Engine;
-    let Some(encoded) = authorization.and_then(|v| v.strip_prefix("Basic ")) else { return false };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
-    super::webhook::constant_time_eq(&decoded, expected.as_bytes())
+    match authorization.and_then(Credentials::parse) {
+        Some(Credentials::Basic(decoded)) => secrets_match(&decoded, expected.as_bytes()),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -251,5 +282,9 @@ mod tests {
         assert!(!basic_auth_matches(Some(&header("user:pwx")), "user:pw"));
         assert!(!basic_auth_matches(None, "user:pw"));
         assert!(!basic_auth_matches(Some("Bearer user:pw"), "user:pw"));
+        let lower = header("user:pw").replacen("Basic", "basic", 1);
+        assert!(basic_auth_matches(Some(&lower), "user:pw"), "schemes are case-insensitive (RFC 9110 §11.1)");
+        assert_eq!(Credentials::parse("bEaReR  tok "), Some(Credentials::Bearer("tok".into())));
+        assert_eq!(Credentials::parse("Digest x"), None);
     }
 }

@@ -1,4 +1,5 @@
-//! The HTTP intake endpoints. Every one of them, in this order:
+//! The HTTP intake endpoints: one generic handler, [`intake`], over a [`Provider`] per endpoint
+//! (`raw`, `mailgun`, `sendgrid`, `postmark`, `hooks`). Every one of them, in this order:
 //!
 //! 1. answers 404 unless its secret is configured and it is not in `SWARM_INBOUND_DISABLED`;
 //! 2. limits the rate per client address (429 with `Retry-After`);
@@ -16,14 +17,21 @@
 //! | `POST /inbound/postmark` | Basic auth | JSON |
 //! | `POST /hooks/{name}` | Standard Webhooks | JSON task request |
 
+mod hooks;
+mod mailgun;
+mod postmark;
+mod raw;
+mod sendgrid;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -33,12 +41,14 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
+pub use raw::RAW_SOURCE;
+
 use super::{ApiError, AppState};
-use crate::intake::providers::form::Form;
-use crate::intake::providers::sendgrid::{self, SignatureKey};
-use crate::intake::providers::{Rejection, basic_auth_matches, hook, mailgun, postmark};
+use crate::intake::providers::sendgrid::SignatureKey;
+use crate::intake::providers::{Rejection, basic_auth_matches};
 use crate::intake::webhook::{SignedHeaders, Verifier};
 use crate::intake::{Hints, Outcome, Source};
+use crate::mail::auth::SmtpPeer;
 
 /// An HTTP intake endpoint, for `SWARM_INBOUND_DISABLED`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,23 +115,23 @@ pub struct Settings {
 
 /// Everything the intake endpoints need besides the shared state.
 pub struct Inbound {
-    raw: Option<Verifier>,
-    hooks: Option<Verifier>,
-    webhook_tolerance: Duration,
-    mailgun_key: Option<SecretString>,
-    mailgun_tolerance: Duration,
-    sendgrid_basic: Option<SecretString>,
-    sendgrid_key: Option<SignatureKey>,
-    postmark_basic: Option<SecretString>,
-    disabled: Vec<Endpoint>,
-    max_request_bytes: usize,
+    pub(super) raw: Option<Verifier>,
+    pub(super) hooks: Option<Verifier>,
+    pub(super) webhook_tolerance: Duration,
+    pub(super) mailgun_key: Option<SecretString>,
+    pub(super) mailgun_tolerance: Duration,
+    pub(super) sendgrid_basic: Option<SecretString>,
+    pub(super) sendgrid_key: Option<SignatureKey>,
+    pub(super) postmark_basic: Option<SecretString>,
+    pub(super) disabled: Vec<Endpoint>,
+    pub(super) max_request_bytes: usize,
     /// `/inbound/raw` bodies are the message itself: capped at the message limit too.
-    max_message_bytes: usize,
-    read_timeout: Duration,
+    pub(super) max_message_bytes: usize,
+    pub(super) read_timeout: Duration,
     /// One limiter per endpoint (indexed like [`Endpoint::ALL`]), keyed by client address.
-    limiters: Option<Vec<DefaultKeyedRateLimiter<IpAddr>>>,
+    pub(super) limiters: Option<Vec<DefaultKeyedRateLimiter<IpAddr>>>,
     /// Workflows a task hook may ask for.
-    workflows: Vec<String>,
+    pub(super) workflows: Vec<String>,
 }
 
 impl Inbound {
@@ -196,14 +206,9 @@ impl Inbound {
         })
     }
 
-    /// [`Self::read_body_capped`] at `SWARM_MAX_REQUEST_BYTES`.
-    async fn read_body(&self, headers: &HeaderMap, body: axum::body::Body) -> Result<Bytes, ApiError> {
-        self.read_body_capped(headers, body, self.max_request_bytes).await
-    }
-
     /// Reads the whole body: 413 once it declares or sends more than `max` bytes, 408 when it
     /// does not arrive within the read timeout.
-    async fn read_body_capped(
+    async fn read_body(
         &self,
         headers: &HeaderMap,
         body: axum::body::Body,
@@ -239,6 +244,98 @@ impl Inbound {
     }
 }
 
+/// One intake endpoint: when it is enabled, what it checks before and after reading the body,
+/// how its request becomes one RFC 5322 message, and the statuses its provider understands.
+pub(super) trait Provider: Send + Sync + 'static {
+    /// For `SWARM_INBOUND_DISABLED` and the rate limiter.
+    const ENDPOINT: Endpoint;
+    /// The setting that enables the endpoint, named in its 404.
+    const SETTING: &'static str;
+    /// The answer after the commit.
+    const ACCEPTED: StatusCode;
+
+    /// Whether its secret is set.
+    fn configured(inbound: &Inbound) -> bool;
+
+    /// Checks of the path, made before anything else (a hook name).
+    fn check_route(_parts: &Parts) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// Checks of the headers made once the endpoint is admitted, before the body is read.
+    fn check_head(_inbound: &Inbound, _parts: &Parts) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// The largest body it takes, in bytes.
+    fn max_body(inbound: &Inbound) -> usize {
+        inbound.max_request_bytes
+    }
+
+    /// Verifies the request and converts it into the message to store.
+    fn convert(
+        state: &AppState,
+        parts: &Parts,
+        body: Bytes,
+    ) -> impl std::future::Future<Output = Result<Converted, ApiError>> + Send;
+
+    /// The answer to a request whose nonce was seen before.
+    fn replayed() -> ApiError {
+        ApiError::internal(format!("{} intake uses no nonce", path_of(Self::ENDPOINT)))
+    }
+}
+
+/// A request turned into a message: its bytes and what the source knows about it.
+#[derive(Debug, Default)]
+pub(super) struct Converted {
+    pub raw: Vec<u8>,
+    /// The source name stored with the message (`webhook:raw`, `mailgun`, `hook:crm`, ...).
+    pub source: String,
+    /// The provider's own key of the request (webhook-id, Mailgun token).
+    pub key: Option<String>,
+    /// A replay key that must not have been seen before, and how long to keep it.
+    pub nonce: Option<(String, Duration)>,
+    pub new_text: Option<String>,
+    pub peer: Option<SmtpPeer>,
+    pub workflow: Option<String>,
+    pub metadata: Option<Value>,
+    /// A task request that asks for a reply (see [`Hints::requested`]).
+    pub requested: bool,
+}
+
+impl Converted {
+    fn source(&self) -> Source<'_> {
+        Source {
+            name: &self.source,
+            key: self.key.as_deref(),
+            nonce: self.nonce.as_ref().map(|(n, keep)| (n.as_str(), *keep)),
+            hints: Hints {
+                new_text: self.new_text.as_deref(),
+                workflow: self.workflow.as_deref(),
+                metadata: self.metadata.as_ref(),
+                requested: self.requested,
+                peer: self.peer.as_ref(),
+            },
+        }
+    }
+}
+
+/// The one intake handler: the provider's path check, 404 unless enabled, the rate limit, its
+/// header checks,
+/// the body within its cap and time, the provider's verification and conversion, then the
+/// commit before any 2xx.
+async fn intake<P: Provider>(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let inbound = &state.inbound;
+    let peer = peer(&request);
+    let (parts, body) = request.into_parts();
+    P::check_route(&parts)?;
+    inbound.admit(P::ENDPOINT, P::configured(inbound), P::SETTING, peer)?;
+    P::check_head(inbound, &parts)?;
+    let body = inbound.read_body(&parts.headers, body, P::max_body(inbound)).await?;
+    let message = P::convert(&state, &parts, body).await?;
+    accept::<P>(&state, &message).await
+}
+
 fn path_of(endpoint: Endpoint) -> &'static str {
     match endpoint {
         Endpoint::Raw => "/inbound/raw",
@@ -257,11 +354,11 @@ fn peer(request: &Request) -> IpAddr {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(super) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn media_type(headers: &HeaderMap) -> String {
+pub(super) fn media_type(headers: &HeaderMap) -> String {
     header(headers, CONTENT_TYPE.as_str())
         .unwrap_or("")
         .split(';')
@@ -272,7 +369,7 @@ fn media_type(headers: &HeaderMap) -> String {
 }
 
 /// A provider rejection as an answer: 401, or the provider's status for "never retry this".
-fn refuse(rejection: Rejection, unacceptable: StatusCode) -> ApiError {
+pub(super) fn refuse(rejection: Rejection, unacceptable: StatusCode) -> ApiError {
     match rejection {
         Rejection::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
         Rejection::Unacceptable(m) => ApiError::new(unacceptable, m),
@@ -280,21 +377,15 @@ fn refuse(rejection: Rejection, unacceptable: StatusCode) -> ApiError {
 }
 
 /// Keeps a nonce past the whole acceptance window either way, so a replay can never outlive it.
-fn nonce_lifetime(tolerance: Duration) -> Duration {
+pub(super) fn nonce_lifetime(tolerance: Duration) -> Duration {
     tolerance * 2 + Duration::from_secs(60)
 }
 
-/// Commits the message and answers `status` with its outcome. `Replayed` is the caller's to map.
-async fn accept(
-    state: &AppState,
-    source: &Source<'_>,
-    raw: &[u8],
-    status: StatusCode,
-    replayed: impl FnOnce() -> ApiError,
-) -> Result<Response, ApiError> {
-    let outcome = state.intake.accept(source, raw).await.map_err(ApiError::internal)?;
+/// Commits the message and answers `P::ACCEPTED` with its outcome, or `P::replayed()`.
+async fn accept<P: Provider>(state: &AppState, message: &Converted) -> Result<Response, ApiError> {
+    let outcome = state.intake.accept(&message.source(), &message.raw).await.map_err(ApiError::internal)?;
     let body = match &outcome {
-        Outcome::Replayed => return Err(replayed()),
+        Outcome::Replayed => return Err(P::replayed()),
         Outcome::Task { message, task } => {
             state.task_wake.notify_one();
             json!({"outcome": "task", "task_id": task, "message": message})
@@ -309,38 +400,11 @@ async fn accept(
             json!({"outcome": "quarantined", "message": message, "reason": reason})
         }
     };
-    Ok((status, Json::<Value>(body)).into_response())
-}
-
-pub const RAW_SOURCE: &str = "webhook:raw";
-
-/// `POST /inbound/raw`: one raw MIME message (`Content-Type: message/rfc822`) signed per Standard
-/// Webhooks. 401 for a missing or bad signature, 409 for a reused webhook-id, 202 after the commit.
-pub async fn raw(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    let inbound = &state.inbound;
-    inbound.admit(Endpoint::Raw, inbound.raw.is_some(), "SWARM_WEBHOOK_SECRETS", peer(&request))?;
-    let (parts, body) = request.into_parts();
-    let max = inbound.max_request_bytes.min(inbound.max_message_bytes);
-    let body = inbound.read_body_capped(&parts.headers, body, max).await?;
-    let id = verify_standard(inbound.raw.as_ref(), &parts.headers, &body, state.now())?;
-    if media_type(&parts.headers) != "message/rfc822" {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be message/rfc822"));
-    }
-    if body.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty body: expected one raw RFC 5322 message"));
-    }
-    let source = Source {
-        nonce: Some((id, nonce_lifetime(inbound.webhook_tolerance))),
-        ..Source::new(RAW_SOURCE, Some(id))
-    };
-    accept(&state, &source, &body, StatusCode::ACCEPTED, || {
-        ApiError::new(StatusCode::CONFLICT, "webhook-id was already used")
-    })
-    .await
+    Ok((P::ACCEPTED, Json::<Value>(body)).into_response())
 }
 
 /// Verifies Standard Webhooks headers; the webhook-id on success.
-fn verify_standard<'h>(
+pub(super) fn verify_standard<'h>(
     verifier: Option<&Verifier>,
     headers: &'h HeaderMap,
     body: &[u8],
@@ -355,161 +419,8 @@ fn verify_standard<'h>(
     verifier.verify(signed, body, now).map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
 }
 
-/// `POST /inbound/mailgun`: a Mailgun route's parsed fields.
-pub async fn mailgun_parsed(state: State<AppState>, request: Request) -> Result<Response, ApiError> {
-    mailgun(state, request, false).await
-}
-
-/// `POST /inbound/mailgun/mime`: a Mailgun route's raw MIME (`body-mime`).
-pub async fn mailgun_mime(state: State<AppState>, request: Request) -> Result<Response, ApiError> {
-    mailgun(state, request, true).await
-}
-
-/// Mailgun stops retrying on 406 only; everything it can never fix gets 406.
-async fn mailgun(State(state): State<AppState>, request: Request, mime: bool) -> Result<Response, ApiError> {
-    let inbound = &state.inbound;
-    inbound.admit(Endpoint::Mailgun, inbound.mailgun_key.is_some(), "MAILGUN_SIGNING_KEY", peer(&request))?;
-    let key = inbound.mailgun_key.as_ref().map(|k| k.expose_secret().as_bytes()).unwrap_or_default();
-    let (parts, body) = request.into_parts();
-    let body = inbound.read_body(&parts.headers, body).await?;
-    let content_type = header(&parts.headers, CONTENT_TYPE.as_str()).unwrap_or("");
-    let form =
-        Form::parse(content_type, body).await.map_err(|m| ApiError::new(StatusCode::NOT_ACCEPTABLE, m))?;
-    let now = state.now();
-    let message = if mime {
-        mailgun::from_mime_form(&form, key, now, inbound.mailgun_tolerance)
-    } else {
-        mailgun::from_parsed_form(&form, key, now, inbound.mailgun_tolerance)
-    }
-    .map_err(|r| refuse(r, StatusCode::NOT_ACCEPTABLE))?;
-    let source = Source {
-        nonce: Some((&message.token, nonce_lifetime(inbound.mailgun_tolerance))),
-        hints: Hints { new_text: message.stripped_text.as_deref(), ..Hints::default() },
-        ..Source::new("mailgun", Some(&message.token))
-    };
-    // A reused token is either a replay (perhaps with another body: the signature does not cover
-    // it) or Mailgun retrying a request whose answer was lost after the commit. 406 stops both.
-    accept(&state, &source, &message.raw, StatusCode::OK, || {
-        ApiError::new(StatusCode::NOT_ACCEPTABLE, "token was already used")
-    })
-    .await
-}
-
-/// `POST /inbound/sendgrid`: Inbound Parse, raw or parsed mode.
-pub async fn sendgrid(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    let inbound = &state.inbound;
-    let configured = inbound.sendgrid_basic.is_some() || inbound.sendgrid_key.is_some();
-    inbound.admit(
-        Endpoint::Sendgrid,
-        configured,
-        "SENDGRID_INBOUND_BASIC_AUTH or SENDGRID_VERIFICATION_KEY",
-        peer(&request),
-    )?;
-    let (parts, body) = request.into_parts();
-    if let Some(expected) = &inbound.sendgrid_basic {
-        check_basic(&parts.headers, expected)?;
-    }
-    let body = inbound.read_body(&parts.headers, body).await?;
-    if let Some(key) = &inbound.sendgrid_key {
-        key.verify(
-            header(&parts.headers, sendgrid::SIGNATURE_HEADER),
-            header(&parts.headers, sendgrid::TIMESTAMP_HEADER),
-            &body,
-            state.now(),
-            inbound.webhook_tolerance,
-        )
-        .map_err(|r| refuse(r, StatusCode::BAD_REQUEST))?;
-    }
-    let content_type = header(&parts.headers, CONTENT_TYPE.as_str()).unwrap_or("");
-    let form =
-        Form::parse(content_type, body).await.map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
-    let raw = sendgrid::message(&form).map_err(|r| refuse(r, StatusCode::BAD_REQUEST))?;
-    let smtp_peer = sendgrid::smtp_peer(&form);
-    let source = Source {
-        hints: Hints { peer: smtp_peer.as_ref(), ..Hints::default() },
-        ..Source::new("sendgrid", None)
-    };
-    accept(&state, &source, &raw, StatusCode::OK, || ApiError::internal("sendgrid intake uses no nonce"))
-        .await
-}
-
-/// `POST /inbound/postmark`: Postmark's inbound JSON. Postmark stops retrying on 403 only.
-pub async fn postmark(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    let inbound = &state.inbound;
-    let configured = inbound.postmark_basic.is_some();
-    inbound.admit(Endpoint::Postmark, configured, "POSTMARK_INBOUND_BASIC_AUTH", peer(&request))?;
-    let (parts, body) = request.into_parts();
-    if let Some(expected) = &inbound.postmark_basic {
-        check_basic(&parts.headers, expected)?;
-    }
-    let body = inbound.read_body(&parts.headers, body).await?;
-    if media_type(&parts.headers) != "application/json" {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "Content-Type must be application/json"));
-    }
-    let message = postmark::message(&body).map_err(|r| refuse(r, StatusCode::FORBIDDEN))?;
-    let source = Source {
-        hints: Hints { new_text: message.stripped_text.as_deref(), ..Hints::default() },
-        ..Source::new("postmark", None)
-    };
-    accept(&state, &source, &message.raw, StatusCode::OK, || {
-        ApiError::internal("postmark intake uses no nonce")
-    })
-    .await
-}
-
-/// `POST /hooks/{name}`: a signed task request; 202 with the task, or the duplicate's task when
-/// the same webhook-id was delivered before.
-pub async fn task_hook(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let inbound = &state.inbound;
-    if !hook::valid_name(&name) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("hook names are 1-{} characters of a-z, 0-9, - and _", hook::MAX_NAME),
-        ));
-    }
-    inbound.admit(
-        Endpoint::Hooks,
-        inbound.hooks.is_some(),
-        "SWARM_HOOK_SECRETS or SWARM_WEBHOOK_SECRETS",
-        peer(&request),
-    )?;
-    let (parts, body) = request.into_parts();
-    let body = inbound.read_body(&parts.headers, body).await?;
-    let id = verify_standard(inbound.hooks.as_ref(), &parts.headers, &body, state.now())?;
-    if media_type(&parts.headers) != "application/json" {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json",
-        ));
-    }
-    let (request, raw) = hook::message(&name, id, &body, state.store.clock().now())
-        .map_err(|r| refuse(r, StatusCode::UNPROCESSABLE_ENTITY))?;
-    if let Some(w) = request.workflow.as_deref().filter(|w| !inbound.workflows.iter().any(|k| k == w)) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("unknown workflow {w:?}; known: {}", inbound.workflows.join(", ")),
-        ));
-    }
-    let source_name = format!("hook:{name}");
-    let source = Source {
-        hints: Hints {
-            workflow: request.workflow.as_deref(),
-            metadata: request.metadata.as_ref(),
-            requested: true,
-            ..Hints::default()
-        },
-        ..Source::new(&source_name, Some(id))
-    };
-    accept(&state, &source, &raw, StatusCode::ACCEPTED, || ApiError::internal("task hooks use no nonce"))
-        .await
-}
-
 /// 401 with a Basic challenge unless the request carries exactly these credentials.
-fn check_basic(headers: &HeaderMap, expected: &SecretString) -> Result<(), ApiError> {
+pub(super) fn check_basic(headers: &HeaderMap, expected: &SecretString) -> Result<(), ApiError> {
     if basic_auth_matches(header(headers, AUTHORIZATION.as_str()), expected.expose_secret()) {
         Ok(())
     } else {
@@ -517,16 +428,16 @@ fn check_basic(headers: &HeaderMap, expected: &SecretString) -> Result<(), ApiEr
     }
 }
 
-/// The routes, each with its own state in `inbound`.
+/// The routes, each answered by [`intake`] with its provider.
 pub fn routes() -> axum::Router<AppState> {
     use axum::routing::post;
     axum::Router::new()
-        .route("/inbound/raw", post(raw))
-        .route("/inbound/mailgun", post(mailgun_parsed))
-        .route("/inbound/mailgun/mime", post(mailgun_mime))
-        .route("/inbound/sendgrid", post(sendgrid))
-        .route("/inbound/postmark", post(postmark))
-        .route("/hooks/{name}", post(task_hook))
+        .route("/inbound/raw", post(intake::<raw::Raw>))
+        .route("/inbound/mailgun", post(intake::<mailgun::Mailgun<false>>))
+        .route("/inbound/mailgun/mime", post(intake::<mailgun::Mailgun<true>>))
+        .route("/inbound/sendgrid", post(intake::<sendgrid::Sendgrid>))
+        .route("/inbound/postmark", post(intake::<postmark::Postmark>))
+        .route("/hooks/{name}", post(intake::<hooks::Hooks>))
         // The handlers read and cap the body themselves (413 with a JSON message).
         .layer(axum::extract::DefaultBodyLimit::disable())
 }

@@ -1,0 +1,67 @@
+//! `POST /hooks/{name}`: a task request signed per Standard Webhooks; 202 with the task, or the
+//! duplicate's task when the same webhook-id was delivered before. What can never be a task
+//! (bad JSON, addresses, unknown workflow) gets 422.
+
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use bytes::Bytes;
+
+use super::{Converted, Endpoint, Inbound, Provider, media_type, refuse, verify_standard};
+use crate::intake::providers::hook;
+use crate::web::{ApiError, AppState};
+
+pub struct Hooks;
+
+/// The hook name of `/hooks/{name}`.
+fn name(parts: &Parts) -> &str {
+    parts.uri.path().strip_prefix("/hooks/").unwrap_or_default()
+}
+
+impl Provider for Hooks {
+    const ENDPOINT: Endpoint = Endpoint::Hooks;
+    const SETTING: &'static str = "SWARM_HOOK_SECRETS or SWARM_WEBHOOK_SECRETS";
+    const ACCEPTED: StatusCode = StatusCode::ACCEPTED;
+
+    fn configured(inbound: &Inbound) -> bool {
+        inbound.hooks.is_some()
+    }
+
+    fn check_route(parts: &Parts) -> Result<(), ApiError> {
+        if hook::valid_name(name(parts)) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("hook names are 1-{} characters of a-z, 0-9, - and _", hook::MAX_NAME),
+        ))
+    }
+
+    async fn convert(state: &AppState, parts: &Parts, body: Bytes) -> Result<Converted, ApiError> {
+        let inbound = &state.inbound;
+        let id = verify_standard(inbound.hooks.as_ref(), &parts.headers, &body, state.now())?;
+        if media_type(&parts.headers) != "application/json" {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/json",
+            ));
+        }
+        let name = name(parts);
+        let (request, raw) = hook::message(name, id, &body, state.store.clock().now())
+            .map_err(|r| refuse(r, StatusCode::UNPROCESSABLE_ENTITY))?;
+        if let Some(w) = request.workflow.as_deref().filter(|w| !inbound.workflows.iter().any(|k| k == w)) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("unknown workflow {w:?}; known: {}", inbound.workflows.join(", ")),
+            ));
+        }
+        Ok(Converted {
+            raw,
+            source: format!("hook:{name}"),
+            key: Some(id.to_owned()),
+            workflow: request.workflow,
+            metadata: request.metadata,
+            requested: true,
+            ..Converted::default()
+        })
+    }
+}
