@@ -58,7 +58,7 @@ fn workflows(settings: &Settings, clock: &Arc<dyn Clock>) -> Result<(Option<Llm>
 
 /// A unique name for this process's leases.
 fn owner_name() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
     format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>())
 }
 

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use secrecy::SecretString;
 
 use crate::agents::llm::{self, LlmSettings};
-use crate::domain::EmailAddress;
+use crate::domain::{EmailAddress, url_host};
 use crate::intake::imap;
 use crate::mail::auth::DnsResolver;
 use crate::mail::parse::Limits as MimeLimits;
@@ -27,18 +27,23 @@ use crate::web::inbound::{self, Endpoint};
 /// loopback address or with `IMAP_ALLOW_PLAINTEXT=true`.
 fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<imap::Settings>> {
     let Some(url) = get("IMAP_URL") else { return Ok(Vec::new()) };
-    let (tls, rest, default_port) = match url.split_once("://") {
-        Some(("imap", rest)) => (imap::Tls::StartTls, rest, 143),
-        Some(("imaps", rest)) => (imap::Tls::Implicit, rest, 993),
-        _ => bail!("IMAP_URL={url:?} must be imaps://host[:port] or imap://host[:port]"),
+    let shape = || format!("IMAP_URL={url:?} must be imaps://host[:port] or imap://host[:port]");
+    let parsed = url::Url::parse(&url).with_context(shape)?;
+    let (tls, default_port) = match parsed.scheme() {
+        "imap" => (imap::Tls::StartTls, 143),
+        "imaps" => (imap::Tls::Implicit, 993),
+        _ => bail!(shape()),
     };
-    let host_port = rest.trim_end_matches('/');
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((h, p)) => (h.to_owned(), p.parse().with_context(|| format!("IMAP_URL port in {url:?}"))?),
-        None => (host_port.to_owned(), default_port),
-    };
-    anyhow::ensure!(!host.is_empty(), "IMAP_URL={url:?} has no host");
-    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    anyhow::ensure!(
+        parsed.username().is_empty() && parsed.password().is_none(),
+        "IMAP_URL={url:?} must not carry credentials: set IMAP_USERNAME and IMAP_PASSWORD"
+    );
+    anyhow::ensure!(
+        matches!(parsed.path(), "" | "/") && parsed.query().is_none(),
+        "IMAP_URL={url:?} must not name a mailbox: set IMAP_MAILBOX"
+    );
+    let (host, loopback) = url_host(&parsed).with_context(|| format!("IMAP_URL={url:?} has no host"))?;
+    let port = parsed.port().unwrap_or(default_port);
     let allow_plaintext = loopback || get("IMAP_ALLOW_PLAINTEXT").is_some_and(|v| v == "true");
     let username = get("IMAP_USERNAME").context("IMAP_URL is set but IMAP_USERNAME is not")?;
     let auth = match (get("IMAP_PASSWORD"), get("IMAP_OAUTH2_TOKEN_COMMAND")) {
@@ -516,6 +521,15 @@ mod tests {
             with("imap://mail.example.org", &[("IMAP_ALLOW_PLAINTEXT", "true")]).expect("allowed").imap[0]
                 .allow_plaintext
         );
+        let v6 = with("imap://[::1]:14143", &[]).expect("IPv6 loopback").imap.remove(0);
+        assert_eq!((v6.host.as_str(), v6.port, v6.allow_plaintext), ("::1", 14143, true));
+        assert_eq!(v6.key(), "imap://bot@[::1]:14143/INBOX");
+        assert!(with("imap://localhost/INBOX", &[]).is_err(), "the mailbox is IMAP_MAILBOX");
+        assert!(
+            with("imap://bot:pw@localhost", &[]).is_err(),
+            "credentials are IMAP_USERNAME and IMAP_PASSWORD"
+        );
+        assert!(with("imap://localhost:port", &[]).is_err());
         let tls = with("imaps://imap.example.org", &[]).expect("imaps").imap.remove(0);
         assert_eq!((tls.tls, tls.port), (imap::Tls::Implicit, 993));
         assert!(with("pop3://mail.example.org", &[]).is_err());

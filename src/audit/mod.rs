@@ -60,16 +60,39 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
-/// The hashed part of a record, in its canonical field order.
-#[derive(Serialize)]
-struct Canonical<'a> {
-    seq: i64,
-    at: &'a str,
-    actor: &'a str,
-    action: &'a str,
-    entity: &'a str,
-    task_id: Option<i64>,
-    details: &'a Value,
+/// Appends the canonical JSON of `value`: no whitespace, object keys sorted by their UTF-8 bytes
+/// at every level, strings and numbers as serde_json writes them. It does not depend on how
+/// serde_json orders map keys (its `preserve_order` feature, which any crate in the build can
+/// switch on), so a record's hash never changes with the dependency graph.
+pub fn canonical_json(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_json(&Value::from(key.as_str()), out);
+                out.push(b':');
+                canonical_json(item, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(b']');
+        }
+        // Scalars: serde_json's own writer; these cannot fail to serialize.
+        scalar => out.extend(serde_json::to_vec(scalar).unwrap_or_default()),
+    }
 }
 
 /// Computes a record's hash from its predecessor's hash and its own fields.
@@ -84,9 +107,19 @@ pub fn chain_hash(
     task_id: Option<i64>,
     details: &Value,
 ) -> String {
-    let canonical = Canonical { seq, at, actor, action, entity, task_id, details };
-    // serde_json's Map is a BTreeMap (no preserve_order feature), so keys come out sorted.
-    let json = serde_json::to_vec(&canonical).unwrap_or_default();
+    // The hashed form, fixed: the fields in this order, `details` in canonical JSON.
+    let mut json = Vec::with_capacity(256);
+    json.extend_from_slice(b"{\"seq\":");
+    canonical_json(&Value::from(seq), &mut json);
+    for (name, value) in [("at", at), ("actor", actor), ("action", action), ("entity", entity)] {
+        json.extend_from_slice(format!(",\"{name}\":").as_bytes());
+        canonical_json(&Value::from(value), &mut json);
+    }
+    json.extend_from_slice(b",\"task_id\":");
+    canonical_json(&task_id.map_or(Value::Null, Value::from), &mut json);
+    json.extend_from_slice(b",\"details\":");
+    canonical_json(details, &mut json);
+    json.push(b'}');
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(b"\n");
@@ -214,6 +247,38 @@ impl<W: Write> CsvExport<W> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Pinned: a record hashes the same whatever order serde_json keeps map keys in. Built from
+    /// a map whose keys were inserted unsorted; the hash was computed independently (SHA-256 of
+    /// the previous hash, a line feed and the canonical JSON written out by hand).
+    #[test]
+    fn the_hashed_form_is_fixed_canonical_json() {
+        let mut inner = serde_json::Map::new();
+        inner.insert("b".into(), json!([1, "x"]));
+        inner.insert("a".into(), Value::Null);
+        let mut details = serde_json::Map::new();
+        details.insert("zeta".into(), json!(1));
+        details.insert("alpha".into(), Value::Object(inner));
+        details.insert("mid".into(), json!("é"));
+        let details = Value::Object(details);
+        let mut out = Vec::new();
+        canonical_json(&details, &mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("UTF-8"),
+            r#"{"alpha":{"a":null,"b":[1,"x"]},"mid":"é","zeta":1}"#
+        );
+        let hash = chain_hash(
+            &"0".repeat(64),
+            7,
+            "2026-12-01T10:00:00.000000Z",
+            "worker",
+            "task.created",
+            "task:3",
+            Some(3),
+            &details,
+        );
+        assert_eq!(hash, "3b8d25a8f791ed6819b01afac4656bf4ada4dbbb36f121dd66acaf45b3c0c258");
+    }
 
     fn chain(n: i64) -> Vec<AuditRecord> {
         let mut prev = GENESIS.to_owned();

@@ -6,12 +6,14 @@
 mod bounce;
 mod clock;
 mod email;
+mod net;
 mod text;
 mod usage;
 
 pub use bounce::{BounceNotice, BouncedDelivery};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use email::{Attachment, InboundEmail, Mailbox};
+pub use net::{is_loopback, url_host};
 pub use text::{one_line, truncate};
 pub use usage::Usage;
 

@@ -12,6 +12,8 @@ use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsPar
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::domain::{is_loopback, url_host};
+
 /// Where replies go: an SMTP relay (`SMTP_URL`, `SMTP_ALLOW_PLAINTEXT`, `SMTP_CA_FILE`,
 /// `SMTP_TIMEOUT_SECS`) or, without one, `.eml` files in `SWARM_OUTBOX_DIR`.
 #[derive(Debug, Clone)]
@@ -104,22 +106,21 @@ impl Transport {
 /// Credentials are sent with AUTH PLAIN or LOGIN (RFC 4954), percent-decoded. Certificates are
 /// checked against the system's CAs, or only those in `SMTP_CA_FILE`. Connections are pooled.
 fn smtp_transport(url: &str, settings: &SmtpSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
-    let (implicit_tls, rest) = match url.split_once("://") {
-        Some(("smtp", rest)) => (false, rest),
-        Some(("smtps", rest)) => (true, rest),
-        _ => anyhow::bail!("SMTP_URL must be smtp://[user:password@]host[:port] or smtps://..."),
+    let shape = "SMTP_URL must be smtp://[user:password@]host[:port] or smtps://...";
+    let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("{shape} ({e})"))?;
+    let implicit_tls = match parsed.scheme() {
+        "smtp" => false,
+        "smtps" => true,
+        _ => anyhow::bail!(shape),
     };
-    let rest = rest.trim_end_matches('/');
-    let (credentials, host_port) = match rest.rsplit_once('@') {
-        Some((c, h)) => (Some(c), h),
-        None => (None, rest),
+    let (host, _) = url_host(&parsed).context("SMTP_URL has no host")?;
+    let host = host.as_str();
+    let port = parsed.port().unwrap_or(if implicit_tls { 465 } else { 25 });
+    let credentials = match (parsed.username(), parsed.password()) {
+        ("", None) => None,
+        (user, Some(password)) => Some((user, password)),
+        (_, None) => anyhow::bail!("SMTP_URL credentials must be user:password"),
     };
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().context("SMTP_URL port is not a number")?),
-        None => (host_port, if implicit_tls { 465 } else { 25 }),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    anyhow::ensure!(!host.is_empty(), "SMTP_URL has no host");
     let mut tls = TlsParameters::builder(host.to_owned());
     if let Some(file) = &settings.ca_file {
         let pem = std::fs::read(file).with_context(|| format!("SMTP_CA_FILE {}", file.display()))?;
@@ -139,10 +140,13 @@ fn smtp_transport(url: &str, settings: &SmtpSettings) -> Result<AsyncSmtpTranspo
         .port(port)
         .tls(mode)
         .timeout(Some(settings.timeout));
-    if let Some(c) = credentials {
-        let (user, password) = c.split_once(':').context("SMTP_URL credentials must be user:password")?;
-        let decode =
-            |s: &str| percent_decode(s).context("SMTP_URL credentials are not valid percent-encoding");
+    if let Some((user, password)) = credentials {
+        let decode = |s: &str| -> Result<String> {
+            Ok(percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .context("SMTP_URL credentials are not UTF-8 once percent-decoded")?
+                .into_owned())
+        };
         builder = builder.credentials(Credentials::new(decode(user)?, decode(password)?));
     }
     Ok(builder.build())
@@ -151,27 +155,7 @@ fn smtp_transport(url: &str, settings: &SmtpSettings) -> Result<AsyncSmtpTranspo
 /// Whether an `smtp://` relay must offer STARTTLS: always, unless it is on this machine
 /// (`localhost`, 127.0.0.0/8, ::1, also written as ::ffff:127.x.y.z) or plaintext is allowed.
 fn starttls_required(host: &str, allow_plaintext: bool) -> bool {
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback());
-    !(loopback || allow_plaintext)
-}
-
-/// `%XX` decoding of URL userinfo (RFC 3986 §2.1).
-fn percent_decode(s: &str) -> Result<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).context("truncated %-escape")?;
-            out.push(u8::from_str_radix(hex, 16).context("bad %-escape")?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Ok(String::from_utf8(out)?)
+    !(is_loopback(host) || allow_plaintext)
 }
 
 async fn write_file(

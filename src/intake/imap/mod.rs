@@ -111,7 +111,8 @@ pub struct Settings {
 impl Settings {
     /// The key of this mailbox in `mailbox_state` and the audit log: `imap://user@host:port/Mailbox`.
     pub fn key(&self) -> String {
-        format!("imap://{}@{}:{}/{}", self.username, self.host, self.port, self.mailbox)
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        format!("imap://{}@{host}:{}/{}", self.username, self.port, self.mailbox)
     }
 }
 
