@@ -46,10 +46,10 @@ pub async fn task_report(store: &Store, id: i64) -> Result<Option<Value>> {
 pub async fn outcome_details(store: &Store, outcome: &Outcome) -> Result<String> {
     Ok(match outcome {
         Outcome::Task { task, .. } => {
-            let status = store.task(task.0).await?.map(|t| t.status).unwrap_or_default();
+            let status = store.task(task.0).await?.map_or("", |t| t.status.as_str());
             let delivery = store.task_deliveries(task.0).await?.into_iter().next();
             let reply = match delivery {
-                Some(d) if d.status == DeliveryStatus::Delivered.as_str() => {
+                Some(d) if d.status == DeliveryStatus::Delivered => {
                     format!("reply={}", d.location.unwrap_or_default())
                 }
                 Some(d) => format!("reply={} ({})", d.status, d.last_error.unwrap_or_default()),

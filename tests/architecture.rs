@@ -41,89 +41,12 @@ const LAYERS: &[(&str, &[&str])] = &[
             "reports",
         ],
     ),
-    (
-        "config",
-        &[
-            "domain",
-            "audit",
-            "mail",
-            "mail::auth",
-            "mail::transport",
-            "mail::policy",
-            "store",
-            "agents",
-            "orchestrator",
-            "outbox",
-            "intake",
-            "scheduler",
-            "reports",
-            "web",
-        ],
-    ),
-    (
-        "app",
-        &[
-            "domain",
-            "audit",
-            "mail",
-            "mail::auth",
-            "mail::transport",
-            "mail::policy",
-            "store",
-            "agents",
-            "orchestrator",
-            "outbox",
-            "intake",
-            "scheduler",
-            "reports",
-            "web",
-            "config",
-        ],
-    ),
-    (
-        "cli",
-        &[
-            "domain",
-            "audit",
-            "mail",
-            "mail::auth",
-            "mail::transport",
-            "mail::policy",
-            "store",
-            "agents",
-            "orchestrator",
-            "outbox",
-            "intake",
-            "scheduler",
-            "reports",
-            "web",
-            "config",
-            "app",
-        ],
-    ),
-    (
-        "main",
-        &[
-            "domain",
-            "audit",
-            "mail",
-            "mail::auth",
-            "mail::transport",
-            "mail::policy",
-            "store",
-            "agents",
-            "orchestrator",
-            "outbox",
-            "intake",
-            "scheduler",
-            "reports",
-            "web",
-            "config",
-            "app",
-            "cli",
-        ],
-    ),
 ];
+
+/// The composition root, in order: each may import every layer of [`LAYERS`] and the ones
+/// before it here. Nothing in [`LAYERS`] may import these (`config` is seen by `app`, `cli` and
+/// `main` only).
+const ROOT: &[&str] = &["config", "app", "cli", "main"];
 
 /// One `crate::` path found in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,12 +340,20 @@ fn layer_of(module: &[String]) -> Option<&'static str> {
     LAYERS
         .iter()
         .map(|(name, _)| *name)
+        .chain(ROOT.iter().copied())
         .filter(|name| joined == *name || joined.starts_with(&format!("{name}::")))
         .max_by_key(|name| name.len())
 }
 
 fn allowed(from: &str, to: &str) -> bool {
-    from == to || LAYERS.iter().any(|(name, deps)| *name == from && deps.contains(&to))
+    if from == to {
+        return true;
+    }
+    match (ROOT.iter().position(|r| *r == from), ROOT.iter().position(|r| *r == to)) {
+        (Some(f), Some(t)) => t < f,
+        (Some(_), None) => true,
+        (None, _) => LAYERS.iter().any(|(name, deps)| *name == from && deps.contains(&to)),
+    }
 }
 
 /// Checks files (path relative to `src/` → source); returns one message per problem.
@@ -577,6 +508,19 @@ fn checker_reports_an_upward_import_with_file_and_line() {
     assert!(problems[0].starts_with("src/store/mod.rs:3: store imports web::Page"), "{problems:#?}");
     assert!(problems[1].starts_with("src/store/mod.rs:3: store imports web::inbound::Hook"), "{problems:#?}");
     assert!(problems[2].starts_with("import cycle:"), "{problems:#?}");
+}
+
+#[test]
+fn only_the_composition_root_sees_config() {
+    let files = tree(&[
+        ("config.rs", "use crate::web::inbound::Settings;\n"),
+        ("app.rs", "use crate::config::Settings;\n"),
+        ("web/mod.rs", "pub mod inbound;\nfn f(s: &crate::config::Settings) {}\n"),
+        ("web/inbound.rs", "pub struct Settings;\n"),
+    ]);
+    let problems = check(&files);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(problems[0].starts_with("src/web/mod.rs:2: web imports config::Settings"), "{problems:#?}");
 }
 
 #[test]

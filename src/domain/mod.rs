@@ -279,6 +279,12 @@ macro_rules! text_enum {
             }
         }
 
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
         impl TryFrom<String> for $name {
             type Error = UnknownValue;
             fn try_from(s: String) -> Result<Self, Self::Error> {

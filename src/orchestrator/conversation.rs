@@ -34,7 +34,7 @@ pub async fn turns(store: &Store, conversation: i64, before: i64) -> Result<Vec<
 /// What we answered in one exchange: the executive summary and the draft, as lines.
 fn reply_lines(steps: &[StepRow]) -> Vec<String> {
     let mut reply = Vec::new();
-    for step in steps.iter().filter(|s| s.status == StepStatus::Ok.as_str()) {
+    for step in steps.iter().filter(|s| s.status == StepStatus::Ok) {
         let Some(output) = step.output.as_deref().and_then(|o| serde_json::from_str::<Value>(o).ok()) else {
             continue;
         };

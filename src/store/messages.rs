@@ -77,7 +77,8 @@ pub struct MessageRow {
     pub message_id: Option<String>,
     pub sha256: String,
     pub size_bytes: i64,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: MessageStatus,
     pub reason: Option<String>,
     pub sender: Option<String>,
     pub subject: Option<String>,

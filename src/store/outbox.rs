@@ -29,7 +29,8 @@ pub struct DeliveryRow {
     pub kind: String,
     pub message_id: String,
     pub envelope_to: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: DeliveryStatus,
     pub attempts: i64,
     pub created_at: String,
     pub delivered_at: Option<String>,

@@ -76,7 +76,8 @@ pub struct TaskRow {
     pub reply_to: String,
     pub subject: String,
     pub workflow: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: TaskStatus,
     pub attempts: i64,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -92,7 +93,8 @@ pub struct StepRow {
     pub position: i64,
     pub agent: String,
     pub model: Option<String>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: StepStatus,
     #[serde(serialize_with = "as_json")]
     pub input: String,
     #[serde(serialize_with = "as_json_opt")]
@@ -377,18 +379,7 @@ impl Store {
     ) -> Result<bool> {
         let now = self.now();
         let mut tx = self.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE tasks SET status = 'done', finished_at = $1, updated_at = $1,
-                              lease_owner = NULL, lease_until = NULL
-             WHERE id = $2 AND status = 'running' AND lease_owner = $3",
-        )
-        .bind(&now)
-        .bind(task)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
+        if !Self::finish_leased(&mut tx, task, owner, TaskStatus::Done, None, &now).await? {
             return Ok(false);
         }
         let delivery = self.insert_delivery(&mut tx, Some(task), "mail", &reply, &now).await?;
@@ -402,23 +393,37 @@ impl Store {
         Ok(true)
     }
 
+    /// Ends a running task that `owner` still leases, as `status` (with `error` when failed);
+    /// `false`, writing nothing, when the lease is no longer theirs.
+    async fn finish_leased(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        task: i64,
+        owner: &str,
+        status: TaskStatus,
+        error: Option<&str>,
+        now: &str,
+    ) -> Result<bool> {
+        let updated = sqlx::query(
+            "UPDATE tasks SET status = $1, error = COALESCE($2, error), finished_at = $3, updated_at = $3,
+                              lease_owner = NULL, lease_until = NULL
+             WHERE id = $4 AND status = 'running' AND lease_owner = $5",
+        )
+        .bind(status.as_str())
+        .bind(error)
+        .bind(now)
+        .bind(task)
+        .bind(owner)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        Ok(updated > 0)
+    }
+
     /// Marks a task failed for good. Returns `false` when `owner` no longer holds its lease.
     pub async fn fail_task(&self, task: i64, owner: &str, error: &str) -> Result<bool> {
         let now = self.now();
         let mut tx = self.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE tasks SET status = 'failed', error = $1, finished_at = $2, updated_at = $2,
-                              lease_owner = NULL, lease_until = NULL
-             WHERE id = $3 AND status = 'running' AND lease_owner = $4",
-        )
-        .bind(error)
-        .bind(&now)
-        .bind(task)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
+        if !Self::finish_leased(&mut tx, task, owner, TaskStatus::Failed, Some(error), &now).await? {
             return Ok(false);
         }
         let event = AuditEvent::new("worker", "task.failed", format!("task:{task}"))
