@@ -6,6 +6,7 @@
 mod bounce;
 mod clock;
 mod email;
+mod followup;
 mod net;
 mod text;
 mod usage;
@@ -13,6 +14,7 @@ mod usage;
 pub use bounce::{BounceNotice, BouncedDelivery};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use email::{Attachment, InboundEmail, Mailbox};
+pub use followup::{EarlierTask, FollowUp, FollowUpHints};
 pub use net::{is_loopback, url_host};
 pub use text::{one_line, truncate};
 pub use usage::Usage;

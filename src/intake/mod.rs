@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
 pub use crate::domain::Outcome;
-use crate::domain::{EmailAddress, Routing};
+use crate::domain::{EmailAddress, FollowUp, FollowUpHints, Routing};
 use crate::mail::parse::Limits as MimeLimits;
-use crate::mail::{guard, parse};
+use crate::mail::{guard, parse, thread};
 use crate::store::{Disposition, NewMessage, NewTask, Nonce, Store};
 
 /// Where a message came from.
@@ -144,7 +144,7 @@ impl Intake {
             None => format!("sha256:{sha256}"),
         };
         let verified = self.verify_sender(raw, &parsed, &source.hints).await;
-        let disposition = self.decide(parsed, &source.hints, sender.clone(), verified.as_ref())?;
+        let disposition = self.decide(parsed, &source.hints, sender.clone(), verified.as_ref()).await?;
         let nonce = source.nonce.map(|(nonce, keep_for)| Nonce { source: source.name, nonce, keep_for });
         let outcome = self
             .store
@@ -185,14 +185,31 @@ impl Intake {
     }
 
     /// The fate of a parsed message: quarantined (it did not parse), a bounce, ignored by the
-    /// guard, or a task of the right workflow. `verified` is the sender's DMARC verdict.
-    fn decide(
+    /// guard, or a task of the right workflow, joined to the conversation it continues when
+    /// `mail::thread` says so. `verified` is the sender's DMARC verdict.
+    async fn decide(
         &self,
         parsed: Result<parse::ParsedMail, parse::ParseError>,
         hints: &Hints<'_>,
         sender: Option<String>,
         verified: Option<&crate::mail::auth::DmarcVerdict>,
     ) -> Result<Disposition> {
+        let (mut disposition, follow) = self.fate(parsed, hints, sender, verified)?;
+        if let Disposition::Task(task) = &mut disposition {
+            let earlier = self.store.earlier_task(&follow).await?;
+            task.follow_up = thread::follow_up(earlier.as_ref(), &task.sender);
+        }
+        Ok(disposition)
+    }
+
+    /// [`Self::decide`] before threading; with what may make the message a follow-up.
+    fn fate(
+        &self,
+        parsed: Result<parse::ParsedMail, parse::ParseError>,
+        hints: &Hints<'_>,
+        sender: Option<String>,
+        verified: Option<&crate::mail::auth::DmarcVerdict>,
+    ) -> Result<(Disposition, FollowUpHints)> {
         // The guard's and the sender policy's verdict, and the workflow: list mail goes to the
         // list workflow when one opts in.
         // (workflow, why, how): the caller's choice, the list workflow, or the router's rules.
@@ -224,25 +241,22 @@ impl Intake {
             self.policy.check(p, verified).map_err(NoTask::Policy)?;
             Ok((reply_to, workflow))
         };
+        let none = FollowUpHints::default();
         Ok(match parsed {
-            Err(e) => Disposition::Quarantined(e.to_string()),
+            Err(e) => (Disposition::Quarantined(e.to_string()), none),
             Ok(p) if p.signals.bounce.is_some() && !hints.requested => {
-                Disposition::Bounce(p.signals.bounce.unwrap_or_default().notice())
+                (Disposition::Bounce(p.signals.bounce.unwrap_or_default().notice()), none)
             }
             Ok(p) => match verdict(&p) {
-                Err(NoTask::Guard(reason)) => Disposition::Ignored(reason),
-                Err(NoTask::Policy(reason)) => self.refusal(&p, verified, reason),
+                Err(NoTask::Guard(reason)) => (Disposition::Ignored(reason), none),
+                Err(NoTask::Policy(reason)) => (self.refusal(&p, verified, reason), none),
                 Ok((reply_to, (workflow, routed_by, routing))) => {
                     let mut email = p.email;
                     if let Some(text) = hints.new_text.map(str::trim).filter(|t| !t.is_empty()) {
                         email.new_text = text.replace("\r\n", "\n");
                     }
                     email.metadata = hints.metadata.cloned();
-                    let follow_up = crate::store::FollowUpHints {
-                        references: email.references.iter().chain(&email.in_reply_to).cloned().collect(),
-                        tag: crate::mail::compose::task_tag(&email.subject),
-                    };
-                    Disposition::Task(NewTask {
+                    let task = NewTask {
                         sender: sender.unwrap_or_default(),
                         reply_to: reply_to.into(),
                         subject: email.subject.clone(),
@@ -250,8 +264,9 @@ impl Intake {
                         routed_by,
                         routing,
                         input: serde_json::to_string(&email)?,
-                        follow_up,
-                    })
+                        follow_up: FollowUp::New,
+                    };
+                    (Disposition::Task(task), thread::hints(&email))
                 }
             },
         })
@@ -307,7 +322,7 @@ impl Intake {
         let parsed = tokio::task::spawn_blocking(move || parse(&bytes, &limits)).await?;
         let (message_id, sender, subject) = headline(&parsed);
         let verified = self.verify_sender(&raw, &parsed, &Hints::default()).await;
-        let disposition = self.decide(parsed, &Hints::default(), sender.clone(), verified.as_ref())?;
+        let disposition = self.decide(parsed, &Hints::default(), sender.clone(), verified.as_ref()).await?;
         let outcome = self
             .store
             .reprocess_message(

@@ -9,6 +9,7 @@ pub mod guard;
 pub mod parse;
 pub mod policy;
 pub mod quote;
+pub mod thread;
 pub mod transport;
 
 pub use parse::{ParseError, ParsedMail, parse};

@@ -63,7 +63,7 @@ pub use messages::{Disposition, MessageRow, NewMessage, Nonce};
 pub use outbox::{CapScope, ClaimedDelivery, DeliveryRow, NewDelivery, OwnedDelivery};
 pub use reports::Overview;
 pub use suppressions::Suppression;
-pub use tasks::{ClaimedTask, FollowUpHints, NewStep, NewTask, StepOutcome, StepRow, TaskRow};
+pub use tasks::{ClaimedTask, NewStep, NewTask, StepOutcome, StepRow, TaskRow};
 
 /// Pool settings.
 #[derive(Debug, Clone, Copy)]

@@ -10,14 +10,9 @@ use sqlx::FromRow;
 
 use super::{NewDelivery, Store, as_json, as_json_opt};
 use crate::audit::AuditEvent;
-use crate::domain::{MessageId, MessageRowId, Routing, StepStatus, TaskId, TaskStatus};
-
-/// What [`Store::follow_up`] found.
-pub(super) enum FollowUp {
-    New,
-    Joins { conversation: i64, follows: i64 },
-    NotJoined { task: i64, why: String },
-}
+use crate::domain::{
+    EarlierTask, FollowUp, FollowUpHints, MessageRowId, Routing, StepStatus, TaskId, TaskStatus,
+};
 
 #[derive(Debug)]
 pub struct NewTask {
@@ -32,20 +27,8 @@ pub struct NewTask {
     pub routing: Routing,
     /// JSON of the parsed email the agents work on.
     pub input: String,
-    /// What may make it a follow-up of an earlier task.
-    pub follow_up: FollowUpHints,
-}
-
-/// How a message may continue an earlier task's conversation: it answers one of our replies
-/// (a Message-ID in In-Reply-To/References) or carries a task's `[#id]` tag. It joins only when
-/// its sender is that task's sender; anyone else's mail starts its own task, so a leaked or
-/// guessed tag cannot read or steer someone else's conversation.
-#[derive(Debug, Clone, Default)]
-pub struct FollowUpHints {
-    /// References then In-Reply-To.
-    pub references: Vec<MessageId>,
-    /// The `[#id]` in the subject.
-    pub tag: Option<i64>,
+    /// Whether it continues an earlier task's conversation (decided by `mail::thread`).
+    pub follow_up: FollowUp,
 }
 
 /// A task claimed by a worker, with its lease.
@@ -142,8 +125,7 @@ impl Store {
         now: &str,
         events: &mut Vec<AuditEvent>,
     ) -> Result<TaskId> {
-        let joined = self.follow_up(tx, &t).await?;
-        let (conversation, follows) = match &joined {
+        let (conversation, follows) = match &t.follow_up {
             FollowUp::Joins { conversation, follows } => (Some(*conversation), Some(*follows)),
             _ => (None, None),
         };
@@ -168,7 +150,7 @@ impl Store {
         .await?;
         let mut details = json!({"message": message.0, "workflow": t.workflow, "routing": t.routing, "routed_by": t.routed_by,
                                  "sender": t.sender, "subject": t.subject});
-        match joined {
+        match t.follow_up {
             FollowUp::Joins { conversation, follows } => {
                 details["conversation"] = json!(conversation);
                 details["follows"] = json!(follows);
@@ -183,42 +165,29 @@ impl Store {
         Ok(TaskId(task))
     }
 
-    /// Whether a new task continues an earlier one (see [`FollowUpHints`]): the newest of our
-    /// replies it answers, else its `[#id]` tag, names the candidate; it joins that conversation
-    /// only when the sender is the candidate's sender.
-    pub(super) async fn follow_up(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        t: &NewTask,
-    ) -> Result<FollowUp> {
+    /// The earlier task `hints` point at: the newest of our replies they name, else the task
+    /// of the tag. Read outside the intake transaction: what it reads never changes once written.
+    pub async fn earlier_task(&self, hints: &FollowUpHints) -> Result<Option<EarlierTask>> {
         let mut candidate: Option<i64> = None;
-        for id in t.follow_up.references.iter().rev() {
+        for id in hints.references.iter().rev() {
             candidate = sqlx::query_scalar::<_, Option<i64>>(
                 "SELECT task_id FROM outbox WHERE message_id = $1 AND task_id IS NOT NULL",
             )
             .bind(id.as_str())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&self.reader)
             .await?
             .flatten();
             if candidate.is_some() {
                 break;
             }
         }
-        let Some(earlier) = candidate.or(t.follow_up.tag) else { return Ok(FollowUp::New) };
+        let Some(task) = candidate.or(hints.tag) else { return Ok(None) };
         let row: Option<(String, Option<i64>)> =
             sqlx::query_as("SELECT sender, conversation_id FROM tasks WHERE id = $1")
-                .bind(earlier)
-                .fetch_optional(&mut **tx)
+                .bind(task)
+                .fetch_optional(&self.reader)
                 .await?;
-        Ok(match row {
-            None => FollowUp::New,
-            Some((sender, conversation)) if sender.eq_ignore_ascii_case(&t.sender) => {
-                FollowUp::Joins { conversation: conversation.unwrap_or(earlier), follows: earlier }
-            }
-            Some(_) => {
-                FollowUp::NotJoined { task: earlier, why: "the sender is not that task's sender".into() }
-            }
-        })
+        Ok(row.map(|(sender, conversation)| EarlierTask { task, sender, conversation }))
     }
 
     /// The last `limit` tasks of conversation `conversation` created before `before`, oldest
