@@ -4,12 +4,7 @@
 mod support;
 
 use mail_parser::{MessageParser, MimeHeaders};
-use serde_json::Value;
-use support::{Db, ROTATED, SECRET, TestApp, fixture, read_reply};
-
-async fn json(r: reqwest::Response) -> Value {
-    r.json().await.expect("json body")
-}
+use support::{Db, ROTATED, SECRET, TestApp, fixture, json, read_reply};
 
 matrix! {
     async fn signed_mail_becomes_a_task_and_a_threaded_reply(db: Db) {

@@ -50,11 +50,8 @@ async fn spawn_clocked(db: Db, fake: &FakeLlm, extra: &[(&str, &str)], clock: Ar
 
 /// Posts a request and waits for its task to finish: (task id, task report JSON, reply text).
 async fn run(app: &TestApp, n: usize, to: &str, subject: &str) -> (i64, Value, String) {
-    let body: Value =
-        app.post_signed(&request(n, to, subject), &format!("msg_llm{n}")).await.json().await.expect("json");
-    let task = body["task_id"].as_i64().unwrap_or_else(|| panic!("a task: {body}"));
-    app.wait_finished_within(task, Duration::from_secs(20)).await;
-    let report = swarm_director::reports::task_report(&app.store, task).await.expect("report").expect("task");
+    let (task, report) =
+        app.post_and_wait(&request(n, to, subject), &format!("msg_llm{n}"), Duration::from_secs(20)).await;
     let reply = report["reply"].as_str().unwrap_or_default().to_owned();
     (task, report, decode_qp(&reply))
 }
@@ -375,10 +372,7 @@ agent = "triage"
 
 /// Posts `raw` and waits for its task: (task id, report).
 async fn run_raw(app: &TestApp, raw: &[u8], id: &str) -> (i64, Value) {
-    let body: Value = app.post_signed(raw, id).await.json().await.expect("json");
-    let task = body["task_id"].as_i64().unwrap_or_else(|| panic!("a task: {body}"));
-    app.wait_finished_within(task, Duration::from_secs(20)).await;
-    (task, swarm_director::reports::task_report(&app.store, task).await.expect("report").expect("task"))
+    app.post_and_wait(raw, id, Duration::from_secs(20)).await
 }
 
 matrix! {

@@ -13,7 +13,7 @@ use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::EncodePublicKey;
 use serde_json::Value;
-use support::{Db, SECRET, TestApp, read_reply};
+use support::{Db, SECRET, TestApp, json, read_reply};
 use swarm_director::intake::providers::mailgun;
 use swarm_director::intake::webhook::{decode_secret, sign};
 
@@ -71,10 +71,6 @@ async fn post_form(app: &TestApp, path: &str, body: Vec<u8>, auth: Option<&str>)
         request = request.header("authorization", basic(auth));
     }
     request.send().await.expect("request")
-}
-
-async fn json(r: reqwest::Response) -> Value {
-    r.json().await.expect("json body")
 }
 
 async fn status_and_json(r: reqwest::Response) -> (u16, Value) {

@@ -6,8 +6,7 @@
 #[macro_use]
 mod support;
 
-use serde_json::Value;
-use support::{TestApp, fixture, read_reply, wait_until};
+use support::{TestApp, fixture, json, read_reply, wait_until};
 
 /// An RFC 3464 report about `message_id` sent to `recipient`, with `status` (`5.1.1`, `4.2.2`).
 fn dsn(n: usize, message_id: &str, recipient: &str, status: &str) -> Vec<u8> {
@@ -26,14 +25,9 @@ fn dsn(n: usize, message_id: &str, recipient: &str, status: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn json(r: reqwest::Response) -> Value {
-    r.json().await.expect("json")
-}
-
 /// Posts the fixture request and waits for its delivered reply: (task, reply Message-ID).
 async fn answered_request(app: &TestApp, id: &str, raw: &[u8]) -> (i64, String) {
-    let body = json(app.post_signed(raw, id).await).await;
-    let task = body["task_id"].as_i64().unwrap_or_else(|| panic!("a task: {body}"));
+    let task = app.post_for_task(raw, id).await;
     app.wait_finished(task).await;
     let d = app.store.task_deliveries(task).await.expect("deliveries").remove(0);
     assert_eq!(d.status, "delivered");

@@ -4,7 +4,8 @@
 mod support;
 
 use mail_parser::MessageParser;
-use support::{DataReply, SmtpServer, TestApp, fixture, wait_until};
+use support::smtp::{DataReply, SmtpServer, SmtpTls};
+use support::{TestApp, fixture, wait_until};
 
 matrix! {
     async fn reply_is_delivered_over_smtp_with_the_right_envelope(db: Db) {
@@ -66,11 +67,6 @@ matrix! {
 }
 
 /// Posts `raw` and returns its task id.
-async fn task_for(app: &TestApp, raw: &[u8], id: &str) -> i64 {
-    let body: serde_json::Value = app.post_signed(raw, id).await.json().await.expect("json");
-    body["task_id"].as_i64().unwrap_or_else(|| panic!("a task: {body}"))
-}
-
 /// The Message-ID of a received copy.
 fn message_id_of(data: &[u8]) -> String {
     MessageParser::default().parse(data).and_then(|m| m.message_id().map(str::to_owned)).expect("Message-ID")
@@ -81,7 +77,7 @@ async fn credentials_in_smtp_url_are_sent_with_auth() {
     let smtp = SmtpServer::start(DataReply::Accept).await;
     let url = format!("smtp://bot%40swarm.example:p%40ss%3Aword@127.0.0.1:{}", smtp.port);
     let app = TestApp::spawn(support::Db::Sqlite, &[("SMTP_URL", &url)]).await;
-    let task = task_for(&app, &fixture("action_request.eml"), "msg_auth").await;
+    let task = app.post_for_task(&fixture("action_request.eml"), "msg_auth").await;
     app.wait_finished(task).await;
     assert_eq!(app.store.task_deliveries(task).await.expect("d")[0].status, "delivered");
     assert_eq!(*smtp.logins.lock().expect("lock"), ["bot@swarm.example:p@ss:word"]);
@@ -106,7 +102,7 @@ matrix! {
     async fn a_451_then_250_delivers_exactly_once_in_two_attempts(db: Db) {
         let smtp = SmtpServer::script(vec![DataReply::Transient, DataReply::Accept]).await;
         let app = TestApp::spawn(db, &[("SMTP_URL", &smtp.url()), ("SMTP_RETRY_SCHEDULE", "1s")]).await;
-        let task = task_for(&app, &fixture("action_request.eml"), "msg_r1").await;
+        let task = app.post_for_task(&fixture("action_request.eml"), "msg_r1").await;
         app.wait_finished(task).await;
         let d = &app.store.task_deliveries(task).await.expect("deliveries")[0];
         assert_eq!((d.status.as_str(), d.attempts), ("delivered", 2));
@@ -130,7 +126,7 @@ matrix! {
     async fn transient_failures_stop_after_the_schedule(db: Db) {
         let smtp = SmtpServer::start(DataReply::Transient).await;
         let app = TestApp::spawn(db, &[("SMTP_URL", &smtp.url()), ("SMTP_RETRY_SCHEDULE", "1s,1s")]).await;
-        let task = task_for(&app, &fixture("action_request.eml"), "msg_r2").await;
+        let task = app.post_for_task(&fixture("action_request.eml"), "msg_r2").await;
         let d = wait_until(std::time::Duration::from_secs(10), || async {
             app.store.task_deliveries(task).await.ok()?.into_iter().find(|d| d.status == "failed")
         })
@@ -145,7 +141,7 @@ matrix! {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
         let url = format!("smtp://127.0.0.1:{port}");
         let app = TestApp::spawn(db, &[("SMTP_URL", &url), ("SMTP_RETRY_SCHEDULE", "1s,1s,1s,1s,1s")]).await;
-        let task = task_for(&app, &fixture("action_request.eml"), "msg_r3").await;
+        let task = app.post_for_task(&fixture("action_request.eml"), "msg_r3").await;
         wait_until(std::time::Duration::from_secs(5), || async {
             app.store.task_deliveries(task).await.ok()?.into_iter().find(|d| d.attempts >= 1 && d.last_error.is_some())
         })
@@ -163,7 +159,7 @@ matrix! {
     async fn a_connection_lost_after_data_is_retried_under_the_same_message_id(db: Db) {
         let smtp = SmtpServer::script(vec![DataReply::Drop, DataReply::Accept]).await;
         let app = TestApp::spawn(db, &[("SMTP_URL", &smtp.url()), ("SMTP_RETRY_SCHEDULE", "1s")]).await;
-        let task = task_for(&app, &fixture("action_request.eml"), "msg_r4").await;
+        let task = app.post_for_task(&fixture("action_request.eml"), "msg_r4").await;
         app.wait_finished(task).await;
         let d = &app.store.task_deliveries(task).await.expect("deliveries")[0];
         assert_eq!((d.status.as_str(), d.attempts), ("delivered", 2));
@@ -194,7 +190,7 @@ matrix! {
                 "From: Anna <anna@example.org>\r\nTo: swarm@localhost\r\nSubject: Smuggling {i}\r\n\
                  Message-ID: <smuggle-{i}@example.org>\r\n\r\nPlease look at this:{eol}.{eol}MAIL FROM:<x@y>{eol}RCPT TO:<victim@example.net>{eol}DATA{eol}Thanks{eol}"
             );
-            let task = task_for(&app, raw.as_bytes(), &format!("msg_d{i}")).await;
+            let task = app.post_for_task(raw.as_bytes(), &format!("msg_d{i}")).await;
             app.wait_finished(task).await;
         }
         let got = smtp.messages();
@@ -257,7 +253,7 @@ async fn a_process_killed_during_delivery_causes_at_most_one_duplicate_with_the_
 fn tls_material() -> (tempfile::TempDir, tokio_rustls::TlsAcceptor) {
     let dir = tempfile::tempdir().expect("tmp");
     support::tls::test_ca(dir.path()).expect("openssl makes the test CA");
-    let acceptor = support::SmtpTls::acceptor(dir.path());
+    let acceptor = SmtpTls::acceptor(dir.path());
     (dir, acceptor)
 }
 
@@ -265,12 +261,12 @@ fn tls_material() -> (tempfile::TempDir, tokio_rustls::TlsAcceptor) {
 async fn replies_go_over_implicit_tls_and_starttls_checked_against_the_ca() {
     let (certs, acceptor) = tls_material();
     let ca = certs.path().join("ca.pem").display().to_string();
-    let implicit = SmtpServer::with_tls(support::SmtpTls::Implicit(acceptor.clone())).await;
-    let starttls = SmtpServer::with_tls(support::SmtpTls::StartTls(acceptor)).await;
+    let implicit = SmtpServer::with_tls(SmtpTls::Implicit(acceptor.clone())).await;
+    let starttls = SmtpServer::with_tls(SmtpTls::StartTls(acceptor)).await;
     for (n, (server, scheme)) in [(&implicit, "smtps"), (&starttls, "smtp")].into_iter().enumerate() {
         let url = format!("{scheme}://bot:secret@localhost:{}", server.port);
         let app = TestApp::spawn(support::Db::Sqlite, &[("SMTP_URL", &url), ("SMTP_CA_FILE", &ca)]).await;
-        let task = task_for(&app, &fixture("action_request.eml"), &format!("msg_tls{n}")).await;
+        let task = app.post_for_task(&fixture("action_request.eml"), &format!("msg_tls{n}")).await;
         app.wait_finished(task).await;
         let d = &app.store.task_deliveries(task).await.expect("d")[0];
         assert_eq!(d.status, "delivered", "{scheme}: {:?}", d.last_error);
@@ -285,10 +281,10 @@ async fn replies_go_over_implicit_tls_and_starttls_checked_against_the_ca() {
 #[tokio::test]
 async fn a_relay_certificate_from_an_unknown_ca_is_refused() {
     let (_certs, acceptor) = tls_material();
-    let server = SmtpServer::with_tls(support::SmtpTls::Implicit(acceptor)).await;
+    let server = SmtpServer::with_tls(SmtpTls::Implicit(acceptor)).await;
     let url = format!("smtps://localhost:{}", server.port);
     let app = TestApp::spawn(support::Db::Sqlite, &[("SMTP_URL", &url)]).await;
-    let task = task_for(&app, &fixture("action_request.eml"), "msg_ca").await;
+    let task = app.post_for_task(&fixture("action_request.eml"), "msg_ca").await;
     let d = wait_until(std::time::Duration::from_secs(5), || async {
         app.store.task_deliveries(task).await.ok()?.into_iter().find(|d| d.last_error.is_some())
     })
