@@ -192,26 +192,30 @@ fn functions(code: &str) -> Vec<(usize, String, usize)> {
         if semi.is_some_and(|s| s < open) {
             continue; // a declaration without a body
         }
-        let mut depth = 0;
-        let mut close = rest.len();
-        for (k, c) in rest[open..].char_indices() {
-            match c {
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        close = open + k;
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
+        let close = closing_brace(rest, open);
         let first = code[..at].matches('\n').count() + 1;
         let length = rest[..close].matches('\n').count() + 1;
         found.push((first, name, length));
     }
     found
+}
+
+/// The byte offset of the `}` that closes the `{` at `open` (the end of `code` when none does).
+fn closing_brace(code: &str, open: usize) -> usize {
+    let mut depth = 0;
+    for (k, c) in code[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return open + k;
+                }
+            }
+            _ => {}
+        }
+    }
+    code.len()
 }
 
 /// Byte ranges of the `#[cfg(test)] mod name { … }` blocks of `code`.
@@ -224,21 +228,7 @@ fn test_modules(code: &str) -> Vec<Range<usize>> {
             continue;
         }
         let Some(open) = code[at..].find('{').map(|p| p + at) else { break };
-        let mut depth = 0;
-        let mut end = code.len();
-        for (k, c) in code[open..].char_indices() {
-            match c {
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = open + k + 1;
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
+        let end = (closing_brace(code, open) + 1).min(code.len());
         spans.push(at..end);
         from = end;
     }
