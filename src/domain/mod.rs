@@ -199,10 +199,39 @@ impl fmt::Display for TaskId {
     }
 }
 
+impl From<i64> for TaskId {
+    fn from(id: i64) -> Self {
+        Self(id)
+    }
+}
+
+/// Database id of an outbox delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeliveryId(pub i64);
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl From<i64> for DeliveryId {
+    fn from(id: i64) -> Self {
+        Self(id)
+    }
+}
+
 /// Database id of a stored inbound message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct MessageRowId(pub i64);
+
+impl From<i64> for MessageRowId {
+    fn from(id: i64) -> Self {
+        Self(id)
+    }
+}
 
 impl fmt::Display for MessageRowId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -21,7 +21,7 @@ pub async fn turns(store: &Store, conversation: i64, before: i64) -> Result<Vec<
     for (task, input, steps) in store.conversation(conversation, before, MAX_CONVERSATION_TURNS).await? {
         let Ok(email) = serde_json::from_str::<InboundEmail>(&input) else { continue };
         turns.push(Turn {
-            task: task.id,
+            task: task.id.0,
             from: task.sender,
             subject: email.subject,
             text: truncate(&email.new_text, TURN_TEXT_BYTES),

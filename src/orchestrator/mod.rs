@@ -147,7 +147,7 @@ impl Orchestrator {
         match self.run(task).await {
             Ok(()) => Ok(true),
             Err(TaskError::Fail(e)) => {
-                warn!(task_id = id, error = %format!("{e:#}"), "task failed");
+                warn!(task_id = id.0, error = %format!("{e:#}"), "task failed");
                 self.store.fail_task(id, &self.owner, &format!("{e:#}")).await?;
                 Ok(true)
             }
@@ -159,7 +159,7 @@ impl Orchestrator {
 
     /// The pipeline of one task: read it, let the director route it when asked to, run the
     /// workflow's stages, compose the reply and complete the task.
-    #[instrument(skip_all, fields(task_id = task.id, attempt = task.attempts))]
+    #[instrument(skip_all, fields(task_id = task.id.0, attempt = task.attempts))]
     async fn run(&self, task: ClaimedTask) -> Result<(), TaskError> {
         let mut state = self.start(&task).await?;
         let mut workflow_name = task.workflow.clone();
@@ -192,11 +192,11 @@ impl Orchestrator {
             .map(|d| d.to_utc())
             .unwrap_or_else(|_| self.store.clock().now());
         let turns = match task.conversation_id {
-            Some(conversation) => conversation::turns(&self.store, conversation, task.id).await?,
+            Some(conversation) => conversation::turns(&self.store, conversation, task.id.0).await?,
             None => Vec::new(),
         };
         Ok(TaskState {
-            task_id: task.id,
+            task_id: task.id.0,
             attempt: task.attempts,
             email,
             received_at,

@@ -18,7 +18,7 @@ impl Orchestrator {
         state: &TaskState,
         workflow: &str,
     ) -> Result<(), TaskError> {
-        let content = reply_content(TaskId(task.id), &state.email, &state.results);
+        let content = reply_content(task.id, &state.email, &state.results);
         let to =
             EmailAddress::parse(&task.reply_to).context("stored reply address").map_err(TaskError::fail)?;
         // The conversation's root: the first References entry (RFC 5322 §3.6.4), else this request.
@@ -31,7 +31,7 @@ impl Orchestrator {
             &self.from,
             &to,
             &state.email,
-            TaskId(task.id),
+            task.id,
             &content,
             self.store.clock().now(),
         )

@@ -94,12 +94,12 @@ impl Outbox {
                 "not sent: {} is on the suppression list since {} ({})",
                 s.address, s.created_at, s.reason
             );
-            warn!(delivery = d.id, "{why}");
+            warn!(delivery = d.id.0, "{why}");
             self.store.delivery_failed(&d, &self.owner, &why, None).await?;
             return Ok(true);
         }
         if let Some(why) = self.over_cap(&d).await? {
-            warn!(delivery = d.id, to = %d.envelope_to, "{why}");
+            warn!(delivery = d.id.0, to = %d.envelope_to, "{why}");
             self.store.delivery_held(&d, &self.owner, &why).await?;
             return Ok(true);
         }
@@ -109,18 +109,18 @@ impl Outbox {
             .await
         {
             Ok(location) => {
-                info!(delivery = d.id, message_id = %d.message_id, %location, "delivered");
+                info!(delivery = d.id.0, message_id = %d.message_id, %location, "delivered");
                 self.store.delivery_succeeded(&d, &self.owner, &location).await?;
             }
             Err(e) => match backoff(&self.schedule, d.attempts).filter(|_| !e.permanent) {
                 None => {
-                    warn!(delivery = d.id, attempts = d.attempts, error = %e, "delivery failed for good");
+                    warn!(delivery = d.id.0, attempts = d.attempts, error = %e, "delivery failed for good");
                     self.store.delivery_failed(&d, &self.owner, &e.message, None).await?;
                 }
                 Some(wait) => {
                     let retry_at =
                         self.store.clock().now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                    warn!(delivery = d.id, error = %e, %retry_at, "delivery failed, will retry");
+                    warn!(delivery = d.id.0, error = %e, %retry_at, "delivery failed, will retry");
                     self.store.delivery_failed(&d, &self.owner, &e.message, Some(retry_at)).await?;
                 }
             },

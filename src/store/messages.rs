@@ -70,7 +70,8 @@ pub struct Nonce<'a> {
 
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct MessageRow {
-    pub id: i64,
+    #[sqlx(try_from = "i64")]
+    pub id: MessageRowId,
     pub received_at: String,
     pub source: String,
     pub source_key: Option<String>,
@@ -190,12 +191,13 @@ impl Store {
     pub async fn reprocess_message(
         &self,
         actor: &str,
-        id: i64,
+        id: impl Into<MessageRowId>,
         message_id: Option<&str>,
         sender: Option<&str>,
         subject: Option<&str>,
         disposition: Disposition,
     ) -> Result<Outcome> {
+        let id = id.into().0;
         let now = self.now();
         let mut tx = self.begin().await?;
         let old: Option<(String, Option<String>)> =
@@ -319,7 +321,8 @@ impl Store {
         Ok(outcome)
     }
 
-    pub async fn message(&self, id: i64) -> Result<Option<MessageRow>> {
+    pub async fn message(&self, id: impl Into<MessageRowId>) -> Result<Option<MessageRow>> {
+        let id = id.into().0;
         Ok(sqlx::query_as(
             "SELECT id, received_at, source, source_key, message_id, sha256, size_bytes, status, reason,
                     sender, subject
@@ -331,7 +334,8 @@ impl Store {
     }
 
     /// The raw bytes of a stored message, exactly as received.
-    pub async fn message_raw(&self, id: i64) -> Result<Option<Vec<u8>>> {
+    pub async fn message_raw(&self, id: impl Into<MessageRowId>) -> Result<Option<Vec<u8>>> {
+        let id = id.into().0;
         Ok(sqlx::query_scalar("SELECT raw FROM messages WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.reader)

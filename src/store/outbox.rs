@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use super::Store;
 use super::dialect::timestamp;
 use crate::audit::AuditEvent;
-use crate::domain::DeliveryStatus;
+use crate::domain::{DeliveryId, DeliveryStatus, TaskId};
 
 /// What a reply cap counts: replies to one address, or in one conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +24,8 @@ pub enum CapScope {
 
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct DeliveryRow {
-    pub id: i64,
+    #[sqlx(try_from = "i64")]
+    pub id: DeliveryId,
     pub task_id: Option<i64>,
     pub kind: String,
     pub message_id: String,
@@ -41,7 +42,8 @@ pub struct DeliveryRow {
 /// A delivery claimed by the outbox worker.
 #[derive(Debug, Clone, FromRow)]
 pub struct ClaimedDelivery {
-    pub id: i64,
+    #[sqlx(try_from = "i64")]
+    pub id: DeliveryId,
     pub task_id: Option<i64>,
     pub message_id: String,
     pub envelope_from: String,
@@ -132,7 +134,8 @@ impl Store {
 
     /// Releases a held reply: it is sent on the next pass despite the reply caps (audited as
     /// `delivery.released`). `false` when no held delivery has this id.
-    pub async fn release_delivery(&self, id: i64, actor: &str) -> Result<bool> {
+    pub async fn release_delivery(&self, id: impl Into<DeliveryId>, actor: &str) -> Result<bool> {
+        let id = id.into().0;
         let now = self.now();
         let mut tx = self.begin().await?;
         let task: Option<Option<i64>> = sqlx::query_scalar(
@@ -214,7 +217,7 @@ impl Store {
         .bind(error)
         .bind(delivered_at)
         .bind(&next)
-        .bind(d.id)
+        .bind(d.id.0)
         .bind(owner)
         .execute(&mut *tx)
         .await?
@@ -240,7 +243,8 @@ impl Store {
         self.commit_audited(tx, vec![event]).await
     }
 
-    pub async fn task_deliveries(&self, task: i64) -> Result<Vec<DeliveryRow>> {
+    pub async fn task_deliveries(&self, task: impl Into<TaskId>) -> Result<Vec<DeliveryRow>> {
+        let task = task.into().0;
         Ok(sqlx::query_as(
             "SELECT id, task_id, kind, message_id, envelope_to, status, attempts, created_at,
                     delivered_at, location, last_error
@@ -252,7 +256,8 @@ impl Store {
     }
 
     /// The stored reply of a task (complete RFC 5322 bytes), if one was queued.
-    pub async fn task_reply(&self, task: i64) -> Result<Option<Vec<u8>>> {
+    pub async fn task_reply(&self, task: impl Into<TaskId>) -> Result<Option<Vec<u8>>> {
+        let task = task.into().0;
         Ok(sqlx::query_scalar("SELECT payload FROM outbox WHERE task_id = $1 AND kind = 'mail'")
             .bind(task)
             .fetch_optional(&self.reader)

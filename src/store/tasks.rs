@@ -34,7 +34,8 @@ pub struct NewTask {
 /// A task claimed by a worker, with its lease.
 #[derive(Debug, Clone, FromRow)]
 pub struct ClaimedTask {
-    pub id: i64,
+    #[sqlx(try_from = "i64")]
+    pub id: TaskId,
     pub attempts: i64,
     /// When the task was created (the message was accepted), RFC 3339.
     pub created_at: String,
@@ -51,7 +52,8 @@ pub struct ClaimedTask {
 
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct TaskRow {
-    pub id: i64,
+    #[sqlx(try_from = "i64")]
+    pub id: TaskId,
     pub message_id: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -232,7 +234,7 @@ impl Store {
             return Ok(None);
         };
         let event = AuditEvent::new("worker", "task.claimed", format!("task:{}", t.id))
-            .task(t.id)
+            .task(t.id.0)
             .details(json!({"owner": owner, "attempt": t.attempts}));
         self.commit_audited(tx, vec![event]).await?;
         Ok(Some(t))
@@ -240,7 +242,13 @@ impl Store {
 
     /// Records that the steps of one workflow stage started, in one transaction; returns their
     /// ids in the same order.
-    pub async fn start_steps(&self, task: i64, attempt: i64, steps: &[NewStep<'_>]) -> Result<Vec<i64>> {
+    pub async fn start_steps(
+        &self,
+        task: impl Into<TaskId>,
+        attempt: i64,
+        steps: &[NewStep<'_>],
+    ) -> Result<Vec<i64>> {
+        let task = task.into().0;
         let now = self.now();
         let mut tx = self.begin().await?;
         let mut ids = Vec::with_capacity(steps.len());
@@ -270,7 +278,8 @@ impl Store {
     }
 
     /// Records the outcomes of one stage's steps, in one transaction.
-    pub async fn finish_steps(&self, task: i64, outcomes: &[StepOutcome<'_>]) -> Result<()> {
+    pub async fn finish_steps(&self, task: impl Into<TaskId>, outcomes: &[StepOutcome<'_>]) -> Result<()> {
+        let task = task.into().0;
         let now = self.now();
         let mut tx = self.begin().await?;
         let mut events = Vec::with_capacity(outcomes.len());
@@ -315,7 +324,8 @@ impl Store {
     }
 
     /// Sets the workflow a director chose for `task`, audited with the reason.
-    pub async fn route_task(&self, task: i64, workflow: &str, reason: &str) -> Result<()> {
+    pub async fn route_task(&self, task: impl Into<TaskId>, workflow: &str, reason: &str) -> Result<()> {
+        let task = task.into().0;
         let mut tx = self.begin().await?;
         sqlx::query("UPDATE tasks SET workflow = $1, routing = $2, updated_at = $3 WHERE id = $4")
             .bind(workflow)
@@ -333,7 +343,13 @@ impl Store {
     /// Marks a task done and queues its reply in one transaction (invariant 4).
     ///
     /// Returns `false`, changing nothing, when `owner` no longer holds the task's lease.
-    pub async fn complete_task(&self, task: i64, owner: &str, reply: NewDelivery<'_>) -> Result<bool> {
+    pub async fn complete_task(
+        &self,
+        task: impl Into<TaskId>,
+        owner: &str,
+        reply: NewDelivery<'_>,
+    ) -> Result<bool> {
+        let task = task.into().0;
         self.complete_task_with(task, owner, reply, Value::Null).await
     }
 
@@ -341,11 +357,12 @@ impl Store {
     /// audit record.
     pub async fn complete_task_with(
         &self,
-        task: i64,
+        task: impl Into<TaskId>,
         owner: &str,
         reply: NewDelivery<'_>,
         details: Value,
     ) -> Result<bool> {
+        let task = task.into().0;
         let now = self.now();
         let mut tx = self.begin().await?;
         if !Self::finish_leased(&mut tx, task, owner, TaskStatus::Done, None, &now).await? {
@@ -389,7 +406,8 @@ impl Store {
     }
 
     /// Marks a task failed for good. Returns `false` when `owner` no longer holds its lease.
-    pub async fn fail_task(&self, task: i64, owner: &str, error: &str) -> Result<bool> {
+    pub async fn fail_task(&self, task: impl Into<TaskId>, owner: &str, error: &str) -> Result<bool> {
+        let task = task.into().0;
         let now = self.now();
         let mut tx = self.begin().await?;
         if !Self::finish_leased(&mut tx, task, owner, TaskStatus::Failed, Some(error), &now).await? {
@@ -402,19 +420,22 @@ impl Store {
         Ok(true)
     }
 
-    pub async fn task(&self, id: i64) -> Result<Option<TaskRow>> {
+    pub async fn task(&self, id: impl Into<TaskId>) -> Result<Option<TaskRow>> {
+        let id = id.into().0;
         Ok(sqlx::query_as(select_task_rows!("WHERE id = $1")).bind(id).fetch_optional(&self.reader).await?)
     }
 
     /// The task's input as stored: the parsed email JSON ([`crate::mail::InboundEmail`]).
-    pub async fn task_input(&self, id: i64) -> Result<Option<String>> {
+    pub async fn task_input(&self, id: impl Into<TaskId>) -> Result<Option<String>> {
+        let id = id.into().0;
         Ok(sqlx::query_scalar("SELECT input FROM tasks WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.reader)
             .await?)
     }
 
-    pub async fn task_steps(&self, task: i64) -> Result<Vec<StepRow>> {
+    pub async fn task_steps(&self, task: impl Into<TaskId>) -> Result<Vec<StepRow>> {
+        let task = task.into().0;
         Ok(sqlx::query_as(
             "SELECT id, attempt, position, agent, model, status, input, output, error, started_at,
                     finished_at, duration_ms, tokens_in, tokens_out, cost_usd

@@ -21,6 +21,7 @@ impl Provider for Hooks {
     const ENDPOINT: Endpoint = Endpoint::Hooks;
     const SETTING: &'static str = "SWARM_HOOK_SECRETS or SWARM_WEBHOOK_SECRETS";
     const ACCEPTED: StatusCode = StatusCode::ACCEPTED;
+    const UNACCEPTABLE: StatusCode = StatusCode::UNPROCESSABLE_ENTITY;
 
     fn configured(inbound: &Inbound) -> bool {
         inbound.hooks.is_some()
@@ -47,7 +48,7 @@ impl Provider for Hooks {
         }
         let name = name(parts);
         let (request, raw) = hook::message(name, id, &body, state.store.clock().now())
-            .map_err(|r| refuse(r, StatusCode::UNPROCESSABLE_ENTITY))?;
+            .map_err(|r| refuse(r, Self::UNACCEPTABLE))?;
         if let Some(w) = request.workflow.as_deref().filter(|w| !inbound.workflows.iter().any(|k| k == w)) {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -20,6 +20,7 @@ impl<const MIME: bool> Provider for Mailgun<MIME> {
     const ENDPOINT: Endpoint = Endpoint::Mailgun;
     const SETTING: &'static str = "MAILGUN_SIGNING_KEY";
     const ACCEPTED: StatusCode = StatusCode::OK;
+    const UNACCEPTABLE: StatusCode = StatusCode::NOT_ACCEPTABLE;
 
     fn configured(inbound: &Inbound) -> bool {
         inbound.mailgun_key.is_some()
@@ -29,16 +30,14 @@ impl<const MIME: bool> Provider for Mailgun<MIME> {
         let inbound = &state.inbound;
         let key = inbound.mailgun_key.as_ref().map(|k| k.expose_secret().as_bytes()).unwrap_or_default();
         let content_type = header(&parts.headers, CONTENT_TYPE.as_str()).unwrap_or("");
-        let form = Form::parse(content_type, body)
-            .await
-            .map_err(|m| ApiError::new(StatusCode::NOT_ACCEPTABLE, m))?;
+        let form = Form::parse(content_type, body).await.map_err(|m| ApiError::new(Self::UNACCEPTABLE, m))?;
         let now = state.now();
         let message = if MIME {
             mailgun::from_mime_form(&form, key, now, inbound.mailgun_tolerance)
         } else {
             mailgun::from_parsed_form(&form, key, now, inbound.mailgun_tolerance)
         }
-        .map_err(|r| refuse(r, StatusCode::NOT_ACCEPTABLE))?;
+        .map_err(|r| refuse(r, Self::UNACCEPTABLE))?;
         Ok(Converted {
             source: "mailgun".to_owned(),
             key: Some(message.token.clone()),

@@ -253,6 +253,9 @@ pub(super) trait Provider: Send + Sync + 'static {
     const SETTING: &'static str;
     /// The answer after the commit.
     const ACCEPTED: StatusCode;
+    /// The answer to a request that can never be taken, chosen so the provider stops retrying
+    /// it (Mailgun 406, Postmark 403, SendGrid 400, task hooks 422).
+    const UNACCEPTABLE: StatusCode;
 
     /// Whether its secret is set.
     fn configured(inbound: &Inbound) -> bool;

@@ -15,6 +15,7 @@ impl Provider for Postmark {
     const ENDPOINT: Endpoint = Endpoint::Postmark;
     const SETTING: &'static str = "POSTMARK_INBOUND_BASIC_AUTH";
     const ACCEPTED: StatusCode = StatusCode::OK;
+    const UNACCEPTABLE: StatusCode = StatusCode::FORBIDDEN;
 
     fn configured(inbound: &Inbound) -> bool {
         inbound.postmark_basic.is_some()
@@ -29,9 +30,9 @@ impl Provider for Postmark {
 
     async fn convert(_state: &AppState, parts: &Parts, body: Bytes) -> Result<Converted, ApiError> {
         if media_type(&parts.headers) != "application/json" {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "Content-Type must be application/json"));
+            return Err(ApiError::new(Self::UNACCEPTABLE, "Content-Type must be application/json"));
         }
-        let message = postmark::message(&body).map_err(|r| refuse(r, StatusCode::FORBIDDEN))?;
+        let message = postmark::message(&body).map_err(|r| refuse(r, Self::UNACCEPTABLE))?;
         Ok(Converted {
             raw: message.raw,
             source: "postmark".to_owned(),

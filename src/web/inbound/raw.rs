@@ -17,6 +17,7 @@ impl Provider for Raw {
     const ENDPOINT: Endpoint = Endpoint::Raw;
     const SETTING: &'static str = "SWARM_WEBHOOK_SECRETS";
     const ACCEPTED: StatusCode = StatusCode::ACCEPTED;
+    const UNACCEPTABLE: StatusCode = StatusCode::BAD_REQUEST;
 
     fn configured(inbound: &Inbound) -> bool {
         inbound.raw.is_some()

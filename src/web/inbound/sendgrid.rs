@@ -17,6 +17,7 @@ impl Provider for Sendgrid {
     const ENDPOINT: Endpoint = Endpoint::Sendgrid;
     const SETTING: &'static str = "SENDGRID_INBOUND_BASIC_AUTH or SENDGRID_VERIFICATION_KEY";
     const ACCEPTED: StatusCode = StatusCode::OK;
+    const UNACCEPTABLE: StatusCode = StatusCode::BAD_REQUEST;
 
     fn configured(inbound: &Inbound) -> bool {
         inbound.sendgrid_basic.is_some() || inbound.sendgrid_key.is_some()
@@ -39,12 +40,11 @@ impl Provider for Sendgrid {
                 state.now(),
                 inbound.webhook_tolerance,
             )
-            .map_err(|r| refuse(r, StatusCode::BAD_REQUEST))?;
+            .map_err(|r| refuse(r, Self::UNACCEPTABLE))?;
         }
         let content_type = header(&parts.headers, CONTENT_TYPE.as_str()).unwrap_or("");
-        let form =
-            Form::parse(content_type, body).await.map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
-        let raw = sendgrid::message(&form).map_err(|r| refuse(r, StatusCode::BAD_REQUEST))?;
+        let form = Form::parse(content_type, body).await.map_err(|m| ApiError::new(Self::UNACCEPTABLE, m))?;
+        let raw = sendgrid::message(&form).map_err(|r| refuse(r, Self::UNACCEPTABLE))?;
         Ok(Converted {
             raw,
             source: "sendgrid".to_owned(),
