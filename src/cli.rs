@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use secrecy::ExposeSecret;
 
 use crate::app::{App, Application};
@@ -15,7 +15,19 @@ use crate::audit::{ChainVerifier, CsvExport};
 use crate::config::Settings;
 use crate::intake::Source;
 use crate::reports::{outcome_details, parse_bound, task_report};
-use crate::store::{AuditFilter, Store};
+use crate::store::{AuditFilter, Store, StoreError};
+
+/// The exit code of a failed command (sysexits(3)): 66 (`EX_NOINPUT`) when what it names does
+/// not exist, 65 (`EX_DATAERR`) when it is in a state that does not allow the change, 75
+/// (`EX_TEMPFAIL`) when the database failed or a lease was lost (try again), 1 otherwise.
+pub fn exit_code(error: &anyhow::Error) -> ExitCode {
+    match error.chain().find_map(|cause| cause.downcast_ref::<StoreError>()) {
+        Some(StoreError::NotFound(_)) => ExitCode::from(66),
+        Some(StoreError::Conflict(_)) => ExitCode::from(65),
+        Some(StoreError::Database(_) | StoreError::LeaseLost(_)) => ExitCode::from(75),
+        Some(StoreError::Data(_)) | None => ExitCode::FAILURE,
+    }
+}
 
 /// Logs to stderr with `SWARM_LOG` directives, as text (colours only on a terminal) or JSON.
 pub fn init_tracing(settings: &Settings) {
@@ -140,7 +152,7 @@ pub async fn quarantine_list(settings: Settings, limit: i64) -> Result<ExitCode>
 /// `quarantine show ID`: the message's details, a blank line, then its raw bytes as received.
 pub async fn quarantine_show(settings: Settings, id: i64) -> Result<ExitCode> {
     let store = open(&settings).await?;
-    let m = store.message(id).await?.with_context(|| format!("no message {id}"))?;
+    let m = store.message(id).await?.ok_or_else(|| StoreError::NotFound(format!("no message {id}")))?;
     let raw = store.message_raw(id).await?.unwrap_or_default();
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -172,7 +184,7 @@ pub async fn quarantine_reprocess(settings: Settings, id: i64) -> Result<ExitCod
 pub async fn outbox_release(settings: Settings, id: i64) -> Result<ExitCode> {
     let store = open(&settings).await?;
     if !store.release_delivery(id, "cli").await? {
-        bail!("no held delivery {id}")
+        return Err(StoreError::NotFound(format!("no held delivery {id}")).into());
     }
     println!("delivery {id} released; a running instance sends it on its next pass");
     Ok(ExitCode::SUCCESS)
@@ -191,7 +203,7 @@ pub async fn suppression_list(settings: Settings) -> Result<ExitCode> {
 pub async fn suppression_remove(settings: Settings, address: String) -> Result<ExitCode> {
     let store = open(&settings).await?;
     if !store.remove_suppression(&address, "cli").await? {
-        bail!("{address} is not on the suppression list")
+        return Err(StoreError::NotFound(format!("{address} is not on the suppression list")).into());
     }
     println!("{address} removed from the suppression list");
     Ok(ExitCode::SUCCESS)
@@ -200,7 +212,9 @@ pub async fn suppression_remove(settings: Settings, address: String) -> Result<E
 /// `task show ID`: the task report as pretty JSON.
 pub async fn task_show(settings: Settings, id: i64) -> Result<ExitCode> {
     let store = open(&settings).await?;
-    let Some(report) = task_report(&store, id).await? else { bail!("no task {id}") };
+    let Some(report) = task_report(&store, id).await? else {
+        return Err(StoreError::NotFound(format!("no task {id}")).into());
+    };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }

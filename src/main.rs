@@ -118,7 +118,7 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            cli::exit_code(&e)
         }
     }
 }

@@ -249,6 +249,8 @@ matrix! {
         let release = cli.run(&["outbox", "release", "1"]);
         assert!(!release.status.success(), "delivery 1 was delivered, not held");
         assert!(String::from_utf8_lossy(&release.stderr).contains("no held delivery 1"));
+        assert_eq!((again.status.code(), release.status.code()), (Some(66), Some(66)), "EX_NOINPUT");
+        assert_eq!(cli.run(&["task", "show", "99"]).status.code(), Some(66));
     }
 }
 
@@ -275,6 +277,7 @@ matrix! {
         let again = cli.run(&["quarantine", "reprocess", "1"]);
         assert!(!again.status.success());
         assert!(String::from_utf8_lossy(&again.stderr).contains("not quarantined"), "{again:?}");
+        assert_eq!(again.status.code(), Some(65), "EX_DATAERR: the message is no longer quarantined");
         assert!(String::from_utf8_lossy(&cli.run(&["quarantine", "list"]).stdout).is_empty());
         assert!(cli.run(&["audit", "verify"]).status.success());
     }

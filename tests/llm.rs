@@ -13,16 +13,20 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::llm::{FakeLlm, Reply, good_answer};
+use support::mail::Mail;
 use support::{Db, TestApp};
 use swarm_director::domain::{Clock, ManualClock, SystemClock};
 
 fn request(n: usize, to: &str, subject: &str) -> Vec<u8> {
-    format!(
-        "From: Ann Example <ann@example.org>\r\nTo: {to}\r\nSubject: {subject}\r\n\
-         Message-ID: <llm-{n}@example.org>\r\nDate: Mon, 16 Nov 2026 09:00:00 +0000\r\n\r\n\
-         Hi, could you send me the Q3 numbers by Friday?\r\nThanks, Ann\r\n"
-    )
-    .into_bytes()
+    Mail {
+        to,
+        subject,
+        message_id: &format!("llm-{n}@example.org"),
+        headers: &[("Date", "Mon, 16 Nov 2026 09:00:00 +0000")],
+        body: "Hi, could you send me the Q3 numbers by Friday?\r\nThanks, Ann\r\n",
+        ..Mail::default()
+    }
+    .bytes()
 }
 
 async fn spawn(fake: &FakeLlm, extra: &[(&str, &str)]) -> TestApp {

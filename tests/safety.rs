@@ -6,6 +6,7 @@
 #[macro_use]
 mod support;
 
+use support::mail::Mail;
 use support::{TestApp, fixture, json, read_reply, wait_until};
 
 /// An RFC 3464 report about `message_id` sent to `recipient`, with `status` (`5.1.1`, `4.2.2`).
@@ -107,12 +108,17 @@ matrix! {
 
 /// A request from `from`, distinct by `n`, in the conversation rooted at `root` when given.
 fn request(n: usize, from: &str, root: Option<&str>) -> Vec<u8> {
-    let refs = root.map(|r| format!("References: <{r}>\r\nIn-Reply-To: <{r}>\r\n")).unwrap_or_default();
-    format!(
-        "From: {from}\r\nTo: swarm@localhost\r\nSubject: Request {n}\r\nMessage-ID: <cap-{n}@example.org>\r\n{refs}\r\n\
-         Could you send report {n} by Friday?\r\n"
-    )
-    .into_bytes()
+    let root = root.map(|r| format!("<{r}>"));
+    let threading = root.as_deref().map(|r| [("References", r), ("In-Reply-To", r)]);
+    Mail {
+        from,
+        subject: &format!("Request {n}"),
+        message_id: &format!("cap-{n}@example.org"),
+        headers: threading.as_ref().map_or(&[], |h| h.as_slice()),
+        body: &format!("Could you send report {n} by Friday?\r\n"),
+        ..Mail::default()
+    }
+    .bytes()
 }
 
 matrix! {
@@ -235,11 +241,14 @@ impl DkimKey {
 }
 
 fn order(n: usize, from: &str) -> Vec<u8> {
-    format!(
-        "From: {from}\r\nTo: swarm@localhost\r\nSubject: Order {n}\r\nMessage-ID: <dns-{n}@example.org>\r\n\r\n\
-         Please approve the order by Friday.\r\n"
-    )
-    .into_bytes()
+    Mail {
+        from,
+        subject: &format!("Order {n}"),
+        message_id: &format!("dns-{n}@example.org"),
+        body: "Please approve the order by Friday.\r\n",
+        ..Mail::default()
+    }
+    .bytes()
 }
 
 /// Posts `raw` and returns the outcome and its reason.

@@ -74,7 +74,7 @@ pub fn canonical_json(value: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                canonical_json(&Value::from(key.as_str()), out);
+                json_string(key, out);
                 out.push(b':');
                 canonical_json(item, out);
             }
@@ -90,9 +90,17 @@ pub fn canonical_json(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        // Scalars: serde_json's own writer; these cannot fail to serialize.
-        scalar => out.extend(serde_json::to_vec(scalar).unwrap_or_default()),
+        // Scalars: serde_json's own writer; writing into a Vec cannot fail.
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
     }
+}
+
+/// Appends `s` as a JSON string, escaped as serde_json escapes it.
+fn json_string(s: &str, out: &mut Vec<u8>) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// Computes a record's hash from its predecessor's hash and its own fields.
@@ -112,8 +120,10 @@ pub fn chain_hash(
     json.extend_from_slice(b"{\"seq\":");
     canonical_json(&Value::from(seq), &mut json);
     for (name, value) in [("at", at), ("actor", actor), ("action", action), ("entity", entity)] {
-        json.extend_from_slice(format!(",\"{name}\":").as_bytes());
-        canonical_json(&Value::from(value), &mut json);
+        json.extend_from_slice(b",\"");
+        json.extend_from_slice(name.as_bytes());
+        json.extend_from_slice(b"\":");
+        json_string(value, &mut json);
     }
     json.extend_from_slice(b",\"task_id\":");
     canonical_json(&task_id.map_or(Value::Null, Value::from), &mut json);

@@ -9,7 +9,7 @@ pub mod webhook;
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
@@ -316,7 +316,11 @@ impl Intake {
     /// Parses a quarantined message again (with today's limits and code) and gives it its new
     /// fate; see [`Store::reprocess_message`].
     pub async fn reprocess(&self, id: i64) -> Result<Outcome> {
-        let raw = self.store.message_raw(id).await?.with_context(|| format!("no message {id}"))?;
+        let raw = self
+            .store
+            .message_raw(id)
+            .await?
+            .ok_or_else(|| crate::store::StoreError::NotFound(format!("no message {id}")))?;
         anyhow::ensure!(!raw.is_empty(), "message {id} was never downloaded (left at its source)");
         let (bytes, limits) = (raw.clone(), self.limits);
         let parsed = tokio::task::spawn_blocking(move || parse(&bytes, &limits)).await?;

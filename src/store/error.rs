@@ -1,12 +1,13 @@
 //! What a store call can fail with, typed for the callers that branch on it: the web edge maps
-//! [`StoreError::NotFound`] to 404 and [`StoreError::Conflict`] to 409, the CLI to its messages
-//! and exit codes; everything else is an internal error, logged and never shown.
+//! [`StoreError::NotFound`] to 404 and [`StoreError::Conflict`] to 409, the CLI to sysexits(3)
+//! exit codes (see `cli::exit_code`); everything else is an internal error, logged and never
+//! shown.
 
 /// A failed store operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The row asked for does not exist, e.g. "message 42".
-    #[error("no {0}")]
+    /// The row asked for does not exist, e.g. "no message 42".
+    #[error("{0}")]
     NotFound(String),
     /// The row exists but is not in a state that allows the change, e.g. "message 42 is
     /// accepted, not quarantined".

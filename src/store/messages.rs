@@ -206,7 +206,7 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some((status, old_reason)) = old else {
-            return Err(StoreError::NotFound(format!("message {id}")));
+            return Err(StoreError::NotFound(format!("no message {id}")));
         };
         if status != MessageStatus::Quarantined.as_str() {
             return Err(StoreError::Conflict(format!("message {id} is {status}, not quarantined")));

@@ -35,7 +35,8 @@ impl ApiError {
 
     /// Logs the cause; the client sees only "internal error".
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
+        let request_id = super::layers::current_request_id().unwrap_or_default();
+        tracing::error!(%request_id, error = %cause, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     }
 

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod fleet;
 pub mod imap;
 pub mod llm;
+pub mod mail;
 pub mod pg;
 pub mod smtp;
 pub mod tls;
