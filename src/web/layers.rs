@@ -1,18 +1,19 @@
 //! The tower layers every route runs under: a request id (`x-request-id`, kept when the client
-//! sent one, else a random one; echoed on the response, in the trace span and in every error
+//! sent one, else a new one; echoed on the response, in the trace span and in every error
 //! body), a trace span per request, and panics answered with a 500 instead of a dropped
 //! connection. Pages and the API (not the intake endpoints, which time their own body reads)
 //! also get an overall deadline.
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -31,22 +32,34 @@ pub fn current_request_id() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
-/// A random 128-bit request id in hex.
-#[derive(Debug, Clone, Copy, Default)]
-struct RandomRequestId;
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        let id: u128 = rand::random();
-        HeaderValue::from_str(&format!("{id:032x}")).ok().map(RequestId::new)
-    }
+/// A new request id: 32 hex digits, a random prefix for this process and a counter, so ids are
+/// unique across instances without a random draw per request.
+fn next_request_id() -> HeaderValue {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(rand::random);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{prefix:016x}{n:016x}")).unwrap_or(HeaderValue::from_static("-"))
 }
 
-/// Makes the request id readable by [`current_request_id`] while the handler runs.
-async fn scope_request_id(request: Request, next: Next) -> Response {
-    let id =
-        request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    REQUEST_ID.scope(id, next.run(request)).await
+/// Gives the request an id (the client's own `x-request-id` when it sent a usable one, at most
+/// 128 visible characters), makes it readable by [`current_request_id`] while the request is
+/// handled, and puts it on the response.
+async fn request_context(mut request: Request, next: Next) -> Response {
+    let id = match request.headers().get(&X_REQUEST_ID) {
+        Some(v) if v.len() <= 128 && v.to_str().is_ok_and(|s| !s.is_empty()) => v.clone(),
+        _ => {
+            let id = next_request_id();
+            request.headers_mut().insert(X_REQUEST_ID, id.clone());
+            id
+        }
+    };
+    let text = id.to_str().unwrap_or_default().to_owned();
+    let mut response = REQUEST_ID.scope(text, next.run(request)).await;
+    response.headers_mut().insert(X_REQUEST_ID, id);
+    response
 }
 
 /// A handler that panicked: logged, answered 500 with the usual error body.
@@ -59,20 +72,18 @@ pub fn with_deadline<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Rou
     routes.layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, PAGE_TIMEOUT))
 }
 
-/// `router` under the request id, trace and panic layers (outermost first: set the id, echo it,
-/// trace, expose the id to the handler and the panic answer, catch panics).
+/// `router` under the request id, trace and panic layers (outermost first: the request id and
+/// its scope, the trace span, then panics caught inside the scope so their answer has the id).
 pub fn around(router: Router) -> Router {
     router
         .layer(CatchPanicLayer::custom(panicked))
-        .layer(axum::middleware::from_fn(scope_request_id))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
-            // Debug level: at the default `info` a span per request costs about a sixth of the
-            // throughput of a trivial route; error logs name the request id themselves.
+            let id = request.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            // Debug level: requests are not logged one by one at the default `info`; error logs
+            // name the request id themselves.
             tracing::debug_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
         }))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+        .layer(axum::middleware::from_fn(request_context))
 }
 
 #[cfg(test)]
