@@ -25,7 +25,7 @@ pub fn exit_code(error: &anyhow::Error) -> ExitCode {
         Some(StoreError::NotFound(_)) => ExitCode::from(66),
         Some(StoreError::Conflict(_)) => ExitCode::from(65),
         Some(StoreError::Database(_) | StoreError::LeaseLost(_)) => ExitCode::from(75),
-        Some(StoreError::Data(_)) | None => ExitCode::FAILURE,
+        None => ExitCode::FAILURE,
     }
 }
 

@@ -22,7 +22,7 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that stands still until told to move: `advance` and `set`.
+/// A clock that stands still until told to move ([`ManualClock::advance`]).
 #[derive(Debug)]
 pub struct ManualClock {
     now: Mutex<DateTime<Utc>>,
@@ -43,11 +43,6 @@ impl ManualClock {
     pub fn advance(&self, by: Duration) {
         let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
         *now += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
-    }
-
-    /// Shows `at` from now on.
-    pub fn set(&self, at: DateTime<Utc>) {
-        *self.now.lock().unwrap_or_else(|e| e.into_inner()) = at;
     }
 }
 

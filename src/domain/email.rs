@@ -39,11 +39,6 @@ impl InboundEmail {
     pub fn sender(&self) -> Option<&EmailAddress> {
         self.from.as_ref().map(|m| &m.address)
     }
-
-    /// Where a reply goes: the first valid Reply-To, else From (RFC 5322 §3.6.2).
-    pub fn reply_address(&self) -> Option<&EmailAddress> {
-        self.reply_to.as_ref().or_else(|| self.sender())
-    }
 }
 
 /// A display name and an address (RFC 5322 §3.4 `mailbox`).

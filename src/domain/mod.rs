@@ -76,12 +76,6 @@ impl EmailAddress {
     }
 }
 
-impl PartialEq<str> for EmailAddress {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
 impl PartialEq<&str> for EmailAddress {
     fn eq(&self, other: &&str) -> bool {
         self.0 == *other
@@ -130,12 +124,6 @@ impl TryFrom<String> for MessageId {
 impl From<MessageId> for String {
     fn from(id: MessageId) -> Self {
         id.0
-    }
-}
-
-impl PartialEq<str> for MessageId {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
     }
 }
 
@@ -188,56 +176,39 @@ impl fmt::Display for MessageId {
     }
 }
 
-/// Database id of a task; shown to users as `#<id>` in reply subjects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TaskId(pub i64);
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub i64);
 
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+
+        impl From<i64> for $name {
+            fn from(id: i64) -> Self {
+                Self(id)
+            }
+        }
+    };
 }
 
-impl From<i64> for TaskId {
-    fn from(id: i64) -> Self {
-        Self(id)
-    }
-}
-
-/// Database id of an outbox delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct DeliveryId(pub i64);
-
-impl fmt::Display for DeliveryId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl From<i64> for DeliveryId {
-    fn from(id: i64) -> Self {
-        Self(id)
-    }
-}
-
-/// Database id of a stored inbound message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct MessageRowId(pub i64);
-
-impl From<i64> for MessageRowId {
-    fn from(id: i64) -> Self {
-        Self(id)
-    }
-}
-
-impl fmt::Display for MessageRowId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+id_type!(
+    /// Database id of a task; shown to users as `#<id>` in reply subjects.
+    TaskId
+);
+id_type!(
+    /// Database id of an outbox delivery.
+    DeliveryId
+);
+id_type!(
+    /// Database id of a stored inbound message.
+    MessageRowId
+);
 
 /// What became of one inbound message once intake committed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

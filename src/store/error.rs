@@ -19,15 +19,6 @@ pub enum StoreError {
     /// The database failed or refused the statement.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    /// A stored value could not be encoded or decoded (audit details, JSON columns).
-    #[error("stored data: {0}")]
-    Data(String),
-}
-
-impl From<serde_json::Error> for StoreError {
-    fn from(e: serde_json::Error) -> Self {
-        Self::Data(e.to_string())
-    }
 }
 
 /// The result of a store operation.

@@ -55,7 +55,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(_) | StoreError::LeaseLost(_) => {
                 Self::new(StatusCode::CONFLICT, e.to_string())
             }
-            StoreError::Database(_) | StoreError::Data(_) => Self::internal(e),
+            StoreError::Database(_) => Self::internal(e),
         }
     }
 }
