@@ -10,11 +10,14 @@
 //! processing the accepted mail competes with intake for the same 2 cores. Rate limiting is off.
 //!
 //! Prints requests/s, p50 and p99 latency per endpoint, and ratios against `/health`.
+//! `BENCH_SECONDS` (default 20) sets the time per endpoint, `BENCH_ONLY` picks one endpoint by a
+//! part of its name (`health`, `raw`, `mailgun`), and `BENCH_BINARY` serves from another build of
+//! `swarm-director` (to compare two builds with the same client).
 
 #[path = "../tests/support/fleet.rs"]
 mod fleet;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -123,7 +126,8 @@ async fn one_request(http: &reqwest::Client, port: u16, target: Target, i: usize
 
 async fn measure(target: Target, duration: Duration) -> Report {
     let dir = tempfile::tempdir().expect("tmp");
-    let binary = Path::new(env!("CARGO_BIN_EXE_swarm-director"));
+    let binary = std::env::var_os("BENCH_BINARY").map(PathBuf::from);
+    let binary = binary.as_deref().unwrap_or(Path::new(env!("CARGO_BIN_EXE_swarm-director")));
     let url = format!("sqlite://{}/bench.db", dir.path().display());
     let env = [
         ("SWARM_WEBHOOK_SECRETS", SECRET),
@@ -189,7 +193,10 @@ fn main() {
         "endpoint", "requests", "errors", "req/s", "p50", "p99", "req/s ratio"
     );
     let mut baseline = None;
-    for target in [Target::Health, Target::Raw, Target::Mailgun] {
+    // `BENCH_ONLY=health` (or raw, mailgun) measures one endpoint, e.g. to compare two builds.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let targets = [Target::Health, Target::Raw, Target::Mailgun];
+    for target in targets.into_iter().filter(|t| only.is_empty() || t.name().contains(only.as_str())) {
         let r = rt.block_on(measure(target, Duration::from_secs(seconds)));
         let base = *baseline.get_or_insert(r.per_sec());
         println!(

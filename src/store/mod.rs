@@ -237,12 +237,6 @@ impl Store {
         migrator.run(&self.writer).await.context("applying migrations")
     }
 
-    /// Checks that the database answers.
-    pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
-        Ok(())
-    }
-
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Any>> {
         Ok(self.writer.begin_with(self.dialect.begin()).await?)
     }
