@@ -387,6 +387,7 @@ fn inbound_settings(get: Lookup<'_>, number: Number<'_>) -> Result<inbound::Sett
         hook_secrets,
         disabled,
         max_request_bytes: number("SWARM_MAX_REQUEST_BYTES", 25 * 1024 * 1024)? as usize,
+        max_buffered_bytes: number("SWARM_INBOUND_MAX_BUFFERED_BYTES", 128 * 1024 * 1024)? as usize,
         read_timeout: Duration::from_secs(number("SWARM_INBOUND_READ_TIMEOUT_SECS", 30)?),
         rate_per_sec: number("SWARM_INBOUND_RATE_PER_SEC", 50)? as u32,
         rate_burst: number("SWARM_INBOUND_RATE_BURST", 200)? as u32,

@@ -472,14 +472,20 @@ async fn each_client_is_rate_limited_with_retry_after() {
     app.stop().await;
 }
 
+/// 32 zero bytes in base64: a well-formed Standard Webhooks tag that matches nothing.
+const ZERO_TAG: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
 #[tokio::test]
 async fn a_body_that_never_arrives_times_out_with_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = TestApp::spawn(Db::Sqlite, &[("SWARM_INBOUND_READ_TIMEOUT_SECS", "1")]).await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    // Well-formed signature headers (the tag is checked once the body is in): the body is read.
+    let now = chrono::Utc::now().timestamp();
     let head = format!(
-        "POST /inbound/raw HTTP/1.1\r\nHost: {addr}\r\nContent-Type: message/rfc822\r\nContent-Length: 1000\r\n\r\nFrom: slow"
+        "POST /inbound/raw HTTP/1.1\r\nHost: {addr}\r\nContent-Type: message/rfc822\r\nContent-Length: 1000\r\n\
+         webhook-id: msg_slow\r\nwebhook-timestamp: {now}\r\nwebhook-signature: v1,{ZERO_TAG}\r\n\r\nFrom: slow"
     );
     stream.write_all(head.as_bytes()).await.expect("write");
     let mut answer = Vec::new();

@@ -26,8 +26,20 @@ pub enum VerifyError {
     BadTimestamp,
     #[error("webhook-timestamp is outside the allowed window of {0} seconds")]
     OutsideWindow(u64),
+    #[error("webhook-signature holds no v1 signature of 32 base64-encoded bytes")]
+    MalformedSignature,
     #[error("no valid v1 signature in webhook-signature")]
     NoValidSignature,
+}
+
+/// Headers that passed [`Verifier::check_head`]: what the body check needs.
+#[derive(Debug)]
+pub struct CheckedHead<'a> {
+    /// The webhook-id.
+    pub id: &'a str,
+    timestamp: &'a str,
+    /// The decoded `v1` signatures, each 32 bytes.
+    candidates: Vec<Vec<u8>>,
 }
 
 /// The headers of a signed request.
@@ -83,12 +95,21 @@ impl Verifier {
 
     /// Checks one request at time `now` (Unix seconds). Returns the webhook-id on success.
     pub fn verify<'a>(&self, h: SignedHeaders<'a>, body: &[u8], now: i64) -> Result<&'a str, VerifyError> {
+        let head = self.check_head(h, now)?;
+        self.check_body(&head, body)?;
+        Ok(head.id)
+    }
+
+    /// What can be checked before the body arrives: every header is present, the timestamp is
+    /// Unix seconds within the tolerance of `now`, and at least one `v1` signature is 32 bytes of
+    /// base64 (an HMAC-SHA256 tag). A request failing here need not be read at all.
+    pub fn check_head<'a>(&self, h: SignedHeaders<'a>, now: i64) -> Result<CheckedHead<'a>, VerifyError> {
         let id = h.id.filter(|s| !s.is_empty()).ok_or(VerifyError::Missing("webhook-id"))?;
-        let ts_text =
+        let timestamp =
             h.timestamp.filter(|s| !s.is_empty()).ok_or(VerifyError::Missing("webhook-timestamp"))?;
         let signatures =
             h.signature.filter(|s| !s.is_empty()).ok_or(VerifyError::Missing("webhook-signature"))?;
-        let ts: i64 = ts_text.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
+        let ts: i64 = timestamp.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
         if now.abs_diff(ts) > self.tolerance.as_secs() {
             return Err(VerifyError::OutsideWindow(self.tolerance.as_secs()));
         }
@@ -96,15 +117,24 @@ impl Verifier {
             .split(' ')
             .filter_map(|s| s.strip_prefix("v1,"))
             .filter_map(|b64| STANDARD.decode(b64).ok())
+            .filter(|tag| tag.len() == 32)
             .collect();
-        let prefix = format!("{id}.{ts_text}.");
+        if candidates.is_empty() {
+            return Err(VerifyError::MalformedSignature);
+        }
+        Ok(CheckedHead { id, timestamp, candidates })
+    }
+
+    /// Whether one of `head`'s signatures is the HMAC of `body` under one of the secrets.
+    pub fn check_body(&self, head: &CheckedHead<'_>, body: &[u8]) -> Result<(), VerifyError> {
+        let prefix = format!("{}.{}.", head.id, head.timestamp);
         for key in &self.keys {
             let Ok(mut mac) = HmacSha256::new_from_slice(key) else { continue };
             mac.update(prefix.as_bytes());
             mac.update(body);
-            for candidate in &candidates {
+            for candidate in &head.candidates {
                 if mac.clone().verify_slice(candidate).is_ok() {
-                    return Ok(id);
+                    return Ok(());
                 }
             }
         }
@@ -191,6 +221,30 @@ mod tests {
         let v = verifier(&[OTHER, SECRET]);
         let sig = format!("v1,bm90LWEtc2lnbmF0dXJl {}", signed(SECRET, "msg_1", NOW, b"body"));
         assert!(v.verify(headers("msg_1", &NOW.to_string(), &sig), b"body", NOW).is_ok());
+    }
+
+    #[test]
+    fn the_head_check_refuses_what_no_body_can_fix() {
+        let v = verifier(&[SECRET]);
+        let ts = NOW.to_string();
+        let short = format!("v1,{}", STANDARD.encode([7u8; 16]));
+        for bad in ["v1,!!!", "v2,abc", short.as_str(), "v1,"] {
+            assert_eq!(
+                v.check_head(headers("msg_1", &ts, bad), NOW).map(|h| h.id),
+                Err(VerifyError::MalformedSignature),
+                "{bad:?}"
+            );
+        }
+        let old = (NOW - 301).to_string();
+        let sig = signed(SECRET, "msg_1", NOW - 301, b"body");
+        assert_eq!(
+            v.check_head(headers("msg_1", &old, &sig), NOW).map(|h| h.id),
+            Err(VerifyError::OutsideWindow(300))
+        );
+        // A well-formed head with a tag of the right size passes; the body check decides.
+        let bogus = format!("v1,{}", STANDARD.encode([7u8; 32]));
+        let head = v.check_head(headers("msg_1", &ts, &bogus), NOW).expect("well formed");
+        assert_eq!(v.check_body(&head, b"body"), Err(VerifyError::NoValidSignature));
     }
 
     #[test]

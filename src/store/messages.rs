@@ -342,6 +342,18 @@ impl Store {
             .await?)
     }
 
+    /// Whether `source` has used `nonce` before (and it is not purged yet): such a request is a
+    /// replay, refused before its body is read.
+    pub async fn nonce_seen(&self, source: &str, nonce: &str) -> Result<bool> {
+        let seen: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM webhook_nonces WHERE source = $1 AND nonce = $2")
+                .bind(source)
+                .bind(nonce)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(seen.is_some())
+    }
+
     /// Deletes replay nonces past their expiry; returns how many.
     pub async fn purge_expired_nonces(&self) -> Result<u64> {
         let done = sqlx::query("DELETE FROM webhook_nonces WHERE expires_at < $1")

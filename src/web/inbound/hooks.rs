@@ -6,7 +6,9 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use bytes::Bytes;
 
-use super::{Converted, Endpoint, Inbound, Provider, media_type, refuse, verify_standard};
+use super::{
+    Converted, Endpoint, Inbound, Provider, check_standard_head, media_type, refuse, verify_standard,
+};
 use crate::intake::providers::hook;
 use crate::web::{ApiError, AppState};
 
@@ -22,6 +24,8 @@ impl Provider for Hooks {
     const SETTING: &'static str = "SWARM_HOOK_SECRETS or SWARM_WEBHOOK_SECRETS";
     const ACCEPTED: StatusCode = StatusCode::ACCEPTED;
     const UNACCEPTABLE: StatusCode = StatusCode::UNPROCESSABLE_ENTITY;
+    /// The JSON and the composed message.
+    const BUFFER_FACTOR: usize = 2;
 
     fn configured(inbound: &Inbound) -> bool {
         inbound.hooks.is_some()
@@ -37,15 +41,21 @@ impl Provider for Hooks {
         ))
     }
 
-    async fn convert(state: &AppState, parts: &Parts, body: Bytes) -> Result<Converted, ApiError> {
-        let inbound = &state.inbound;
-        let id = verify_standard(inbound.hooks.as_ref(), &parts.headers, &body, state.now())?;
+    /// Signature headers and media type, before the body is read.
+    async fn check_head(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
+        check_standard_head(state.inbound.hooks.as_ref(), &parts.headers, state.now())?;
         if media_type(&parts.headers) != "application/json" {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Content-Type must be application/json",
             ));
         }
+        Ok(())
+    }
+
+    async fn convert(state: &AppState, parts: &Parts, body: Bytes) -> Result<Converted, ApiError> {
+        let inbound = &state.inbound;
+        let id = verify_standard(inbound.hooks.as_ref(), &parts.headers, &body, state.now())?;
         let name = name(parts);
         let (request, raw) = hook::message(name, id, &body, state.store.clock().now())
             .map_err(|r| refuse(r, Self::UNACCEPTABLE))?;

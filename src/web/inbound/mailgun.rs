@@ -21,6 +21,8 @@ impl<const MIME: bool> Provider for Mailgun<MIME> {
     const SETTING: &'static str = "MAILGUN_SIGNING_KEY";
     const ACCEPTED: StatusCode = StatusCode::OK;
     const UNACCEPTABLE: StatusCode = StatusCode::NOT_ACCEPTABLE;
+    /// The form, the parser's copy, the rebuilt message.
+    const BUFFER_FACTOR: usize = 3;
 
     fn configured(inbound: &Inbound) -> bool {
         inbound.mailgun_key.is_some()

@@ -3,10 +3,15 @@
 //!
 //! 1. answers 404 unless its secret is configured and it is not in `SWARM_INBOUND_DISABLED`;
 //! 2. limits the rate per client address (429 with `Retry-After`);
-//! 3. reads the body up to `SWARM_MAX_REQUEST_BYTES` (413 as soon as a request declares or sends
-//!    more) within `SWARM_INBOUND_READ_TIMEOUT_SECS` (408);
-//! 4. checks the provider's proof of authenticity (401, nothing stored);
-//! 5. turns the request into one RFC 5322 message and hands it to [`Intake::accept`], which
+//! 3. checks what it can before reading a byte of body ([`Provider::check_head`]: Basic
+//!    credentials, well-formed Standard Webhooks headers in their time window, an unused
+//!    webhook-id), so a forged request is refused without being read;
+//! 4. reads the body up to `SWARM_MAX_REQUEST_BYTES` (413 as soon as a request declares or sends
+//!    more) within `SWARM_INBOUND_READ_TIMEOUT_SECS` (408), holding its bytes against the
+//!    budget all endpoints share (`SWARM_INBOUND_MAX_BUFFERED_BYTES`; 503 with `Retry-After`
+//!    when a body does not fit within [`BUFFER_WAIT`]) until the request is answered;
+//! 5. checks the provider's proof of authenticity over the body (401, nothing stored);
+//! 6. turns the request into one RFC 5322 message and hands it to [`Intake::accept`], which
 //!    commits it (raw first, dedupe) before anything is answered: 2xx only after the commit.
 //!
 //! | route | proof | body |
@@ -25,6 +30,7 @@ mod sendgrid;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -40,6 +46,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use raw::RAW_SOURCE;
 
@@ -105,6 +112,9 @@ pub struct Settings {
     pub disabled: Vec<Endpoint>,
     /// Largest request body, in bytes; larger ones get 413 before the rest is read.
     pub max_request_bytes: usize,
+    /// Request body bytes all endpoints together may hold at once (at least
+    /// `max_request_bytes`).
+    pub max_buffered_bytes: usize,
     /// Longest time to receive a request body.
     pub read_timeout: Duration,
     /// Requests per second per client address and endpoint; 0 turns rate limiting off.
@@ -128,6 +138,8 @@ pub struct Inbound {
     /// `/inbound/raw` bodies are the message itself: capped at the message limit too.
     pub(super) max_message_bytes: usize,
     pub(super) read_timeout: Duration,
+    /// Permits for the body bytes held in memory, one per byte, shared by all endpoints.
+    pub(super) buffered: Arc<Semaphore>,
     /// One limiter per endpoint (indexed like [`Endpoint::ALL`]), keyed by client address.
     pub(super) limiters: Option<Vec<DefaultKeyedRateLimiter<IpAddr>>>,
     /// Workflows a task hook may ask for.
@@ -149,6 +161,14 @@ impl Inbound {
                 .map(|_| RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)))
                 .collect()
         });
+        if i.max_buffered_bytes < i.max_request_bytes.saturating_mul(MAX_BUFFER_FACTOR) {
+            anyhow::bail!(
+                "SWARM_INBOUND_MAX_BUFFERED_BYTES ({}) is below {MAX_BUFFER_FACTOR} x SWARM_MAX_REQUEST_BYTES ({}): \
+                 the largest form request could never be read",
+                i.max_buffered_bytes,
+                i.max_request_bytes
+            );
+        }
         Ok(Self {
             raw: verifier(&i.raw_secrets).context("SWARM_WEBHOOK_SECRETS")?,
             hooks: verifier(&i.hook_secrets).context("SWARM_HOOK_SECRETS")?,
@@ -167,6 +187,7 @@ impl Inbound {
             max_request_bytes: i.max_request_bytes,
             max_message_bytes,
             read_timeout: i.read_timeout,
+            buffered: Arc::new(Semaphore::new(i.max_buffered_bytes.min(Semaphore::MAX_PERMITS))),
             limiters,
             workflows,
         })
@@ -207,13 +228,17 @@ impl Inbound {
     }
 
     /// Reads the whole body: 413 once it declares or sends more than `max` bytes, 408 when it
-    /// does not arrive within the read timeout.
+    /// does not arrive within the read timeout, 503 when the shared buffer budget has no room
+    /// for `factor` times its bytes within [`BUFFER_WAIT`]. The permit holds them in the budget:
+    /// keep it until the request is answered.
     async fn read_body(
         &self,
         headers: &HeaderMap,
         body: axum::body::Body,
         max: usize,
-    ) -> Result<Bytes, ApiError> {
+        factor: usize,
+    ) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
+        let counted = |bytes: usize| bytes.saturating_mul(factor);
         let too_large =
             || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is over {max} bytes"));
         let declared =
@@ -221,9 +246,11 @@ impl Inbound {
         if declared.is_some_and(|n| n > max as u64) {
             return Err(too_large());
         }
+        let declared = declared.map_or(0, |n| n as usize);
+        let mut held = self.reserve(counted(declared)).await?;
         let read = async {
             let mut stream = body.into_data_stream();
-            let mut buf = BytesMut::with_capacity(declared.map_or(8192, |n| n as usize));
+            let mut buf = BytesMut::with_capacity(declared.max(8192).min(max));
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|_| {
                     ApiError::new(StatusCode::BAD_REQUEST, "the request body could not be read")
@@ -231,18 +258,44 @@ impl Inbound {
                 if buf.len() + chunk.len() > max {
                     return Err(too_large());
                 }
+                let needed = counted(buf.len() + chunk.len()).saturating_sub(held.num_permits());
+                if needed > 0 {
+                    held.merge(self.reserve(needed).await?);
+                }
                 buf.extend_from_slice(&chunk);
             }
             Ok(buf.freeze())
         };
-        tokio::time::timeout(self.read_timeout, read).await.unwrap_or_else(|_| {
+        let body = tokio::time::timeout(self.read_timeout, read).await.unwrap_or_else(|_| {
             Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 format!("request body not received within {} seconds", self.read_timeout.as_secs()),
             ))
-        })
+        })?;
+        Ok((body, held))
+    }
+
+    /// `bytes` permits of the buffer budget, waiting at most [`BUFFER_WAIT`]; 503 otherwise.
+    async fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let acquire = self.buffered.clone().acquire_many_owned(bytes);
+        match tokio::time::timeout(BUFFER_WAIT, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many request bodies in flight (SWARM_INBOUND_MAX_BUFFERED_BYTES); retry later",
+            )
+            .retry_after(1)),
+        }
     }
 }
+
+/// The largest [`Provider::BUFFER_FACTOR`]: the budget must hold that many times the largest
+/// request, so every request fits when it is alone.
+pub const MAX_BUFFER_FACTOR: usize = 3;
+
+/// How long a request waits for room in the shared body budget before it gets 503.
+pub const BUFFER_WAIT: Duration = Duration::from_secs(1);
 
 /// One intake endpoint: when it is enabled, what it checks before and after reading the body,
 /// how its request becomes one RFC 5322 message, and the statuses its provider understands.
@@ -265,10 +318,19 @@ pub(super) trait Provider: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Checks of the headers made once the endpoint is admitted, before the body is read.
-    fn check_head(_inbound: &Inbound, _parts: &Parts) -> Result<(), ApiError> {
-        Ok(())
+    /// Checks of the headers made once the endpoint is admitted, before a byte of the body is
+    /// read: whatever makes the request unacceptable whatever its body.
+    fn check_head(
+        _state: &AppState,
+        _parts: &Parts,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send {
+        async { Ok(()) }
     }
+
+    /// Memory its conversion needs at its peak per body byte (the body plus the copies its
+    /// parser makes: a multipart form is buffered again by the parser and rebuilt into a
+    /// message), counted against the shared body budget.
+    const BUFFER_FACTOR: usize = 1;
 
     /// The largest body it takes, in bytes.
     fn max_body(inbound: &Inbound) -> usize {
@@ -324,17 +386,18 @@ impl Converted {
 }
 
 /// The one intake handler: the provider's path check, 404 unless enabled, the rate limit, its
-/// header checks,
-/// the body within its cap and time, the provider's verification and conversion, then the
-/// commit before any 2xx.
+/// header checks, the body within its cap, time and the shared budget, the provider's
+/// verification and conversion, then the commit before any 2xx.
 async fn intake<P: Provider>(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let inbound = &state.inbound;
     let peer = peer(&request);
     let (parts, body) = request.into_parts();
     P::check_route(&parts)?;
     inbound.admit(P::ENDPOINT, P::configured(inbound), P::SETTING, peer)?;
-    P::check_head(inbound, &parts)?;
-    let body = inbound.read_body(&parts.headers, body, P::max_body(inbound)).await?;
+    P::check_head(&state, &parts).await?;
+    // The permit keeps the body's bytes counted until the request is answered.
+    let (body, _buffered) =
+        inbound.read_body(&parts.headers, body, P::max_body(inbound), P::BUFFER_FACTOR).await?;
     let message = P::convert(&state, &parts, body).await?;
     accept::<P>(&state, &message).await
 }
@@ -414,12 +477,31 @@ pub(super) fn verify_standard<'h>(
     now: i64,
 ) -> Result<&'h str, ApiError> {
     let verifier = verifier.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not configured"))?;
-    let signed = SignedHeaders {
+    verifier
+        .verify(signed_headers(headers), body, now)
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
+}
+
+/// The body-independent part of [`verify_standard`]: 401 for missing or malformed headers or a
+/// timestamp outside the window.
+pub(super) fn check_standard_head(
+    verifier: Option<&Verifier>,
+    headers: &HeaderMap,
+    now: i64,
+) -> Result<(), ApiError> {
+    let verifier = verifier.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not configured"))?;
+    verifier
+        .check_head(signed_headers(headers), now)
+        .map(|_| ())
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
+}
+
+fn signed_headers(headers: &HeaderMap) -> SignedHeaders<'_> {
+    SignedHeaders {
         id: header(headers, "webhook-id"),
         timestamp: header(headers, "webhook-timestamp"),
         signature: header(headers, "webhook-signature"),
-    };
-    verifier.verify(signed, body, now).map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
+    }
 }
 
 /// 401 with a Basic challenge unless the request carries exactly these credentials.

@@ -16,13 +16,15 @@ impl Provider for Postmark {
     const SETTING: &'static str = "POSTMARK_INBOUND_BASIC_AUTH";
     const ACCEPTED: StatusCode = StatusCode::OK;
     const UNACCEPTABLE: StatusCode = StatusCode::FORBIDDEN;
+    /// The JSON, its decoded strings, the rebuilt message.
+    const BUFFER_FACTOR: usize = 3;
 
     fn configured(inbound: &Inbound) -> bool {
         inbound.postmark_basic.is_some()
     }
 
-    fn check_head(inbound: &Inbound, parts: &Parts) -> Result<(), ApiError> {
-        match &inbound.postmark_basic {
+    async fn check_head(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
+        match &state.inbound.postmark_basic {
             Some(expected) => check_basic(&parts.headers, expected),
             None => Ok(()),
         }

@@ -5,7 +5,10 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use bytes::Bytes;
 
-use super::{Converted, Endpoint, Inbound, Provider, media_type, nonce_lifetime, verify_standard};
+use super::{
+    Converted, Endpoint, Inbound, Provider, check_standard_head, header, media_type, nonce_lifetime,
+    verify_standard,
+};
 use crate::web::{ApiError, AppState};
 
 /// The source name of messages posted here.
@@ -28,15 +31,25 @@ impl Provider for Raw {
         inbound.max_request_bytes.min(inbound.max_message_bytes)
     }
 
-    async fn convert(state: &AppState, parts: &Parts, body: Bytes) -> Result<Converted, ApiError> {
-        let inbound = &state.inbound;
-        let id = verify_standard(inbound.raw.as_ref(), &parts.headers, &body, state.now())?;
+    /// Signature headers, media type and an unused webhook-id, before the body is read.
+    async fn check_head(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
+        check_standard_head(state.inbound.raw.as_ref(), &parts.headers, state.now())?;
         if media_type(&parts.headers) != "message/rfc822" {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Content-Type must be message/rfc822",
             ));
         }
+        let id = header(&parts.headers, "webhook-id").unwrap_or_default();
+        if state.store.nonce_seen(RAW_SOURCE, id).await? {
+            return Err(Self::replayed());
+        }
+        Ok(())
+    }
+
+    async fn convert(state: &AppState, parts: &Parts, body: Bytes) -> Result<Converted, ApiError> {
+        let inbound = &state.inbound;
+        let id = verify_standard(inbound.raw.as_ref(), &parts.headers, &body, state.now())?;
         if body.is_empty() {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -44,7 +57,7 @@ impl Provider for Raw {
             ));
         }
         Ok(Converted {
-            raw: body.to_vec(),
+            raw: Vec::from(body),
             source: RAW_SOURCE.to_owned(),
             key: Some(id.to_owned()),
             nonce: Some((id.to_owned(), nonce_lifetime(inbound.webhook_tolerance))),

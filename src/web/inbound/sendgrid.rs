@@ -18,13 +18,15 @@ impl Provider for Sendgrid {
     const SETTING: &'static str = "SENDGRID_INBOUND_BASIC_AUTH or SENDGRID_VERIFICATION_KEY";
     const ACCEPTED: StatusCode = StatusCode::OK;
     const UNACCEPTABLE: StatusCode = StatusCode::BAD_REQUEST;
+    /// The form, the parser's copy, the rebuilt message.
+    const BUFFER_FACTOR: usize = 3;
 
     fn configured(inbound: &Inbound) -> bool {
         inbound.sendgrid_basic.is_some() || inbound.sendgrid_key.is_some()
     }
 
-    fn check_head(inbound: &Inbound, parts: &Parts) -> Result<(), ApiError> {
-        match &inbound.sendgrid_basic {
+    async fn check_head(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
+        match &state.inbound.sendgrid_basic {
             Some(expected) => check_basic(&parts.headers, expected),
             None => Ok(()),
         }

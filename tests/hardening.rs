@@ -1,0 +1,249 @@
+//! Attacks and bad days on 127.0.0.1, each bounded in time and count: forged requests refused
+//! before their body is read, the shared body budget, and peak memory under large forged posts.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Db, TestApp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// 32 zero bytes in base64: a well-formed Standard Webhooks tag that matches nothing.
+const ZERO_TAG: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+/// Sends `head` (a request head declaring a body) without any body, and returns the status line
+/// of the answer, which must come within 5 s: the server did not wait for the body.
+async fn answer_without_body(app: &TestApp, head: &str) -> String {
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    stream.write_all(head.replace("{addr}", &addr).as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = stream.read(&mut buf).await.expect("read");
+            answer.extend_from_slice(&buf[..n]);
+            if n == 0 || answer.windows(2).any(|w| w == b"\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 5 s: the server waits for the body of {head:?}");
+    let text = String::from_utf8_lossy(&answer);
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+fn raw_head(extra: &str) -> String {
+    format!(
+        "POST /inbound/raw HTTP/1.1\r\nHost: {{addr}}\r\nContent-Type: message/rfc822\r\n\
+         Content-Length: 26000000\r\n{extra}\r\n"
+    )
+}
+
+#[tokio::test]
+async fn forged_requests_are_refused_before_their_body_is_read() {
+    let app = TestApp::spawn(Db::Sqlite, &[]).await;
+    let now = chrono::Utc::now().timestamp();
+    let stale = now - 3600;
+    let cases = [
+        ("no signature headers", raw_head(""), "401"),
+        (
+            "a tag that is not 32 bytes",
+            raw_head(&format!("webhook-id: a\r\nwebhook-timestamp: {now}\r\nwebhook-signature: v1,AAAA\r\n")),
+            "401",
+        ),
+        (
+            "a timestamp an hour old",
+            raw_head(&format!(
+                "webhook-id: b\r\nwebhook-timestamp: {stale}\r\nwebhook-signature: v1,{ZERO_TAG}\r\n"
+            )),
+            "401",
+        ),
+        (
+            "a task hook without signature",
+            "POST /hooks/crm HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 26000000\r\n\r\n"
+                .to_owned(),
+            "401",
+        ),
+    ];
+    for (what, head, status) in cases {
+        let line = answer_without_body(&app, &head).await;
+        assert!(line.starts_with(&format!("HTTP/1.1 {status}")), "{what}: {line}");
+    }
+    // A webhook-id used before is refused without reading the replay's body.
+    let first = app.post_signed(&support::fixture("action_request.eml"), "msg_once").await;
+    assert_eq!(first.status(), 202);
+    let replay = raw_head(&format!(
+        "webhook-id: msg_once\r\nwebhook-timestamp: {now}\r\nwebhook-signature: v1,{ZERO_TAG}\r\n"
+    ));
+    let line = answer_without_body(&app, &replay).await;
+    assert!(line.starts_with("HTTP/1.1 409"), "replay: {line}");
+    app.stop().await;
+}
+
+/// Opens a signed-looking `/inbound/raw` request declaring `len` bytes and sends `sent` of them.
+async fn open_request(app: &TestApp, id: &str, len: usize, sent: usize) -> tokio::net::TcpStream {
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let now = chrono::Utc::now().timestamp();
+    let head = format!(
+        "POST /inbound/raw HTTP/1.1\r\nHost: {addr}\r\nContent-Type: message/rfc822\r\nContent-Length: {len}\r\n\
+         webhook-id: {id}\r\nwebhook-timestamp: {now}\r\nwebhook-signature: v1,{ZERO_TAG}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    stream.write_all(&vec![b'x'; sent]).await.expect("write body");
+    stream
+}
+
+async fn status_of(stream: &mut tokio::net::TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let n = stream.read(&mut buf).await.expect("read");
+            answer.extend_from_slice(&buf[..n]);
+            if n == 0 || answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("an answer within 10 s");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn bodies_beyond_the_shared_budget_wait_then_get_503_with_retry_after() {
+    let app = TestApp::spawn(
+        Db::Sqlite,
+        &[("SWARM_MAX_REQUEST_BYTES", "100000"), ("SWARM_INBOUND_MAX_BUFFERED_BYTES", "300000")],
+    )
+    .await;
+    // Three requests hold 250,000 of the 300,000 bytes while their bodies trickle in.
+    let mut holder = open_request(&app, "hold", 100_000, 10).await;
+    let mut second = open_request(&app, "hold2", 100_000, 10).await;
+    let mut third = open_request(&app, "hold3", 50_000, 10).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let mut waiting = open_request(&app, "wait", 100_000, 100_000).await;
+    let answer = status_of(&mut waiting).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "it waited about a second first");
+    // A small one still fits beside the holder (and fails its signature check: 401).
+    let mut small = open_request(&app, "small", 1000, 1000).await;
+    let answer = status_of(&mut small).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // Once the holder is answered, its bytes are free again.
+    holder.write_all(&vec![b'x'; 100_000 - 10]).await.expect("rest of the body");
+    assert!(status_of(&mut holder).await.starts_with("HTTP/1.1 401"));
+    for (stream, len) in [(&mut second, 100_000), (&mut third, 50_000)] {
+        stream.write_all(&vec![b'x'; len - 10]).await.expect("rest of the body");
+        assert!(status_of(stream).await.starts_with("HTTP/1.1 401"));
+    }
+    let mut again = open_request(&app, "again", 100_000, 100_000).await;
+    assert!(status_of(&mut again).await.starts_with("HTTP/1.1 401"));
+    app.stop().await;
+}
+
+#[test]
+fn a_budget_below_the_request_cap_is_a_configuration_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_swarm-director"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("DATABASE_URL", format!("sqlite://{}/db.sqlite", dir.path().display()))
+        .env("SWARM_HTTP_ADDR", "127.0.0.1:0")
+        .env("SWARM_MAX_REQUEST_BYTES", "1000")
+        .env("SWARM_INBOUND_MAX_BUFFERED_BYTES", "2999")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SWARM_INBOUND_MAX_BUFFERED_BYTES"), "{err}");
+}
+
+/// Peak resident memory of a process, from `VmHWM` in `/proc/PID/status`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib * 1024
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// `n` concurrent 26 MB posts to each of `/inbound/raw` and `/hooks/crm` with a bogus
+/// signature and to `/inbound/mailgun` unsigned (its signature is inside the form); the
+/// statuses seen (0 when the server closed the connection before answering).
+async fn forged_posts(port: u16, n: usize) -> Vec<u16> {
+    let body = bytes::Bytes::from(vec![b'x'; 26_000_000]);
+    let boundary = "hardeningBoundary42";
+    let mut form =
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"body-plain\"\r\n\r\n").into_bytes();
+    form.extend_from_slice(&body[..25_000_000]);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let form = bytes::Bytes::from(form);
+    let http = reqwest::Client::new();
+    let now = chrono::Utc::now().timestamp().to_string();
+    let mut posts = Vec::new();
+    for i in 0..n {
+        for target in ["inbound/raw", "hooks/crm", "inbound/mailgun"] {
+            let (http, now) = (http.clone(), now.clone());
+            let (body, content_type) = match target {
+                "inbound/raw" => (body.clone(), "message/rfc822".to_owned()),
+                "hooks/crm" => (body.clone(), "application/json".to_owned()),
+                _ => (form.clone(), format!("multipart/form-data; boundary={boundary}")),
+            };
+            posts.push(tokio::spawn(async move {
+                http.post(format!("http://127.0.0.1:{port}/{target}"))
+                    .header("content-type", content_type)
+                    .header("webhook-id", format!("evt_{i}"))
+                    .header("webhook-timestamp", now)
+                    .header("webhook-signature", "v1,bogus")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_or(0, |r| r.status().as_u16())
+            }));
+        }
+    }
+    let mut statuses = Vec::new();
+    for p in posts {
+        statuses.push(p.await.expect("post task"));
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_memory_under_forged_26mb_posts_stays_within_the_budget() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+    let budget = 128 * MIB;
+    let budget_text = budget.to_string();
+    let env = [
+        ("SWARM_WEBHOOK_SECRETS", support::SECRET),
+        ("MAILGUN_SIGNING_KEY", "key-hardening"),
+        ("SWARM_INBOUND_MAX_BUFFERED_BYTES", budget_text.as_str()),
+    ];
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_swarm-director"));
+    let fleet = support::fleet::Fleet::start(binary, dir.path(), &url, 1, &env);
+    let pid = fleet.pid(0).expect("running");
+    let idle = peak_rss(pid);
+    let statuses = forged_posts(fleet.ports[0], 40).await;
+    assert!(!statuses.iter().any(|s| (200..300).contains(s)), "a forged post was accepted: {statuses:?}");
+    let peak = peak_rss(pid);
+    // The budget (which counts a form's parser copies too), plus the allocator's slack.
+    assert!(
+        peak < idle + budget + 32 * MIB,
+        "peak RSS {} MiB (idle {} MiB) under 120 forged 26 MB posts, budget {} MiB",
+        peak / MIB,
+        idle / MIB,
+        budget / MIB
+    );
+    eprintln!("peak RSS {} MiB, idle {} MiB, budget {} MiB", peak / MIB, idle / MIB, budget / MIB);
+}
