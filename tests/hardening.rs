@@ -247,3 +247,105 @@ async fn peak_memory_under_forged_26mb_posts_stays_within_the_budget() {
     );
     eprintln!("peak RSS {} MiB, idle {} MiB, budget {} MiB", peak / MIB, idle / MIB, budget / MIB);
 }
+
+/// A small tmpfs mounted for the life of the value (the tests run as root, as in CI).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> Self {
+        let dir = tempfile::tempdir().expect("mount point");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Self { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes a filler file until the filesystem is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.path().join("filler")).expect("filler");
+        let block = vec![0u8; 64 * 1024];
+        while filler.write_all(&block).is_ok() {}
+        let small = [0u8; 512];
+        while filler.write_all(&small).is_ok() {}
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("filler")).expect("remove filler");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_writes_and_the_next_write_after_freeing_space_succeeds() {
+    let disk = SmallDisk::mount(16 * 1024 * 1024);
+    let url = format!("sqlite://{}/db.sqlite", disk.path().display());
+    let app = TestApp::spawn(Db::Sqlite, &[("DATABASE_URL", url.as_str())]).await;
+    let health = || async { app.http.get(app.url("/health")).send().await.expect("health") };
+    assert_eq!(health().await.status(), 200);
+    let mut acknowledged = Vec::new();
+    let post = |n: usize| {
+        let id = format!("msg_disk_{n}");
+        let mail = format!(
+            "From: user{n}@example.org\r\nTo: bot@example.org\r\nSubject: Disk {n}\r\nMessage-ID: <disk{n}@example.org>\r\n\r\n{}\r\n",
+            "Please summarise this. ".repeat(200)
+        );
+        let app = &app;
+        async move {
+            let r = app.post_signed(mail.as_bytes(), &id).await;
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (body["message"].as_i64(), status)
+        }
+    };
+    for n in 0..5 {
+        let (id, status) = post(n).await;
+        assert_eq!(status, 202);
+        acknowledged.push(id);
+    }
+    disk.fill();
+    let mut refused = 0;
+    for n in 5..40 {
+        let (id, status) = post(n).await;
+        if (200..300).contains(&status) {
+            acknowledged.push(id);
+        } else {
+            assert!(status >= 500, "a full disk is a server error, not {status}");
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "no write failed on a full disk");
+    let failing = health().await;
+    assert_eq!(failing.status(), 503, "health says the database is failing while writes fail");
+    assert_eq!(support::json(failing).await["database"], "failing");
+
+    disk.free();
+    let freed = Instant::now();
+    let (id, status) = post(100).await;
+    assert_eq!(status, 202, "the first write after space is freed succeeds");
+    acknowledged.push(id);
+    eprintln!("recovered {} ms after the space was freed", freed.elapsed().as_millis());
+    let ok = health().await;
+    assert_eq!(ok.status(), 200, "health is ok again once a write committed");
+
+    let store = swarm_director::store::Store::connect(&url, &Default::default()).await.expect("store");
+    for id in &acknowledged {
+        let id = id.expect("a 2xx names its message");
+        assert!(store.message(id).await.expect("read").is_some(), "acknowledged message {id} is lost");
+    }
+    app.stop().await;
+}

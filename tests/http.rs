@@ -198,10 +198,14 @@ matrix! {
     }
 
     async fn health_reports_the_database(db: Db) {
-        let app = TestApp::spawn(db, &[]).await;
+        let app = TestApp::spawn(db, &[("LLM_BASE_URL", "http://user:s3cret@127.0.0.1:9/v1?api_key=k2y")]).await;
         let r = app.http.get(app.url("/health")).send().await.expect("request");
         assert_eq!(r.status(), 200);
-        assert_eq!(json(r).await["database"], "ok");
+        let health = json(r).await;
+        assert_eq!(health["database"], "ok");
+        assert_eq!(health["details"]["llm"]["endpoint"], "http://127.0.0.1:9/v1", "{health}");
+        let text = health.to_string();
+        assert!(!text.contains("s3cret") && !text.contains("k2y"), "{text}");
         app.stop().await;
     }
 
@@ -243,11 +247,13 @@ matrix! {
         let browser =
             app.http.get(app.url("/")).basic_auth("admin", Some("s3cret-token")).send().await.expect("request");
         assert_eq!(browser.status(), 200);
-        assert_eq!(
-            app.http.get(app.url("/health")).send().await.expect("request").status(),
-            200,
-            "health stays open"
-        );
+        let open_health = app.http.get(app.url("/health")).send().await.expect("request");
+        assert_eq!(open_health.status(), 200, "health stays open");
+        let open_health = json(open_health).await;
+        assert_eq!(open_health["status"], "ok", "{open_health}");
+        assert!(open_health.get("details").is_none(), "details need the token: {open_health}");
+        let full = json(app.http.get(app.url("/health")).bearer_auth("s3cret-token").send().await.expect("request")).await;
+        assert!(full["details"]["mailboxes"].is_array(), "{full}");
 
         let csv = app
             .http

@@ -353,8 +353,8 @@ matrix! {
         let health: serde_json::Value =
             app.http.get(app.url("/health")).send().await.expect("health").json().await.expect("json");
         assert_eq!(health["status"], "degraded");
-        assert_eq!(health["mailboxes"][0]["mailbox"], key.as_str());
-        assert!(health["mailboxes"][0]["consecutive_errors"].as_i64().is_some_and(|n| n >= 2));
+        assert_eq!(health["details"]["mailboxes"][0]["mailbox"], key.as_str());
+        assert!(health["details"]["mailboxes"][0]["consecutive_errors"].as_i64().is_some_and(|n| n >= 2));
         let page = app.http.get(app.url("/")).send().await.expect("page").text().await.expect("text");
         assert!(page.contains("AUTHENTICATIONFAILED"), "the status page shows the last error");
         app.stop().await;

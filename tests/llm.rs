@@ -217,21 +217,29 @@ async fn repeated_500s_open_the_breaker_then_it_recovers() {
     let health: Value =
         app.http.get(app.url("/health")).send().await.expect("health").json().await.expect("json");
     assert_eq!(health["status"], "degraded", "{health}");
-    assert_eq!(health["llm"]["breaker"]["state"], "open", "{health}");
+    assert_eq!(health["details"]["llm"]["breaker"]["state"], "open", "{health}");
 
     // After the cool-down a probe goes through; the endpoint is healthy again.
     fake.script(|role, _| good_answer(role));
     clock.advance(Duration::from_millis(1999));
     let health: Value =
         app.http.get(app.url("/health")).send().await.expect("health").json().await.expect("json");
-    assert_eq!(health["llm"]["breaker"], serde_json::json!({"state": "open", "retry_in_ms": 1}), "{health}");
+    assert_eq!(
+        health["details"]["llm"]["breaker"],
+        serde_json::json!({"state": "open", "retry_in_ms": 1}),
+        "{health}"
+    );
     clock.advance(Duration::from_millis(1));
     let (_, report, reply) = run(&app, 5, "swarm@localhost", "Q3 numbers").await;
     assert!(steps(&report).iter().all(|(_, status)| status == "ok"), "{report}");
     assert!(reply.contains("LLM summary"), "{reply}");
     let health: Value =
         app.http.get(app.url("/health")).send().await.expect("health").json().await.expect("json");
-    assert_eq!(health["llm"]["breaker"], serde_json::json!({"state": "closed", "failures": 0}), "{health}");
+    assert_eq!(
+        health["details"]["llm"]["breaker"],
+        serde_json::json!({"state": "closed", "failures": 0}),
+        "{health}"
+    );
     app.stop().await;
 }
 

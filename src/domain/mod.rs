@@ -15,7 +15,7 @@ pub use bounce::{BounceNotice, BouncedDelivery};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use email::{Attachment, InboundEmail, Mailbox};
 pub use followup::{EarlierTask, FollowUp, FollowUpHints};
-pub use net::{is_loopback, url_host};
+pub use net::{is_loopback, redacted_url, url_host};
 pub use text::{one_line, truncate};
 pub use usage::Usage;
 

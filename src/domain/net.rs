@@ -1,4 +1,5 @@
-//! The host of a server URL (`imap://`, `smtp://`, ...), as a connection needs it.
+//! The host of a server URL (`imap://`, `smtp://`, ...), as a connection needs it, and URLs
+//! made safe to show.
 
 use std::net::IpAddr;
 
@@ -18,6 +19,17 @@ pub fn url_host(url: &url::Url) -> Option<(String, bool)> {
     Some((host.clone(), is_loopback(&host)))
 }
 
+/// `url` safe to show: without user name, password, query and fragment (where credentials and
+/// `?api_key=` live); text that is not a URL is shown as `(not a URL)`.
+pub fn redacted_url(url: &str) -> String {
+    let Ok(mut url) = url::Url::parse(url) else { return "(not a URL)".to_owned() };
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.set_fragment(None);
+    url.to_string()
+}
+
 /// `localhost` or a loopback address (IPv4-mapped IPv6 included).
 pub fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
@@ -27,6 +39,16 @@ pub fn is_loopback(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials_or_query() {
+        assert_eq!(
+            redacted_url("https://user:s3cret@llm.example.org:8443/v1?api_key=k#x"),
+            "https://llm.example.org:8443/v1"
+        );
+        assert_eq!(redacted_url("http://127.0.0.1:9/v1"), "http://127.0.0.1:9/v1");
+        assert_eq!(redacted_url("not a url with s3cret"), "(not a URL)");
+    }
 
     #[test]
     fn hosts_and_loopback_of_server_urls() {

@@ -27,7 +27,7 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Connection, Transaction};
 
 use crate::audit::AuditEvent;
 use crate::domain::{Clock, SystemClock};
@@ -98,6 +98,8 @@ pub struct Store {
     reader: AnyPool,
     dialect: Dialect,
     clock: Arc<dyn Clock>,
+    /// The last write transaction's failure, if it failed (cleared by the next commit).
+    write_failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 fn as_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
@@ -109,6 +111,24 @@ fn as_json_opt<S: serde::Serializer>(text: &Option<String>, s: S) -> Result<S::O
         Some(t) => as_json(t, s),
         None => s.serialize_none(),
     }
+}
+
+/// Whether a connection given back to the pool may be used again. One that still counts a
+/// transaction open once the rollback queued by its dropped transaction has run is closed
+/// instead (the pool opens a fresh one): that is what a failed `COMMIT` leaves behind (SQLite
+/// on a full disk rolls back by itself, the driver still counts the transaction, and every later
+/// `BEGIN` on the connection would fail until a restart).
+async fn fit_for_reuse(conn: &mut AnyConnection) -> std::result::Result<bool, sqlx::Error> {
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // Runs after the queued rollback, on the connection's own worker.
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("closing a database connection left inside a failed transaction");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Hides a password in a database URL for error messages.
@@ -186,6 +206,7 @@ impl Store {
         let writer = AnyPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(options.acquire_timeout)
+            .after_release(|conn, _| Box::pin(fit_for_reuse(conn)))
             .after_connect(move |conn, _| {
                 let sql = writer_pragmas.clone();
                 Box::pin(async move { sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await.map(|_| ()) })
@@ -201,7 +222,13 @@ impl Store {
                 Box::pin(async move { sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await.map(|_| ()) })
             })
             .connect_lazy_with(connect);
-        Ok(Self { writer, reader, dialect: Dialect::Sqlite, clock: Arc::new(SystemClock) })
+        Ok(Self {
+            writer,
+            reader,
+            dialect: Dialect::Sqlite,
+            clock: Arc::new(SystemClock),
+            write_failure: Arc::default(),
+        })
     }
 
     async fn connect_postgres(url: &str, options: &DbOptions) -> anyhow::Result<Self> {
@@ -211,6 +238,7 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(options.pool_size.max(1))
             .acquire_timeout(options.acquire_timeout)
+            .after_release(|conn, _| Box::pin(fit_for_reuse(conn)))
             .after_connect(move |conn, _| {
                 let sql = format!("SET statement_timeout = {timeout_ms}");
                 Box::pin(async move { sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await.map(|_| ()) })
@@ -223,6 +251,7 @@ impl Store {
             reader: pool,
             dialect: Dialect::Postgres,
             clock: Arc::new(SystemClock),
+            write_failure: Arc::default(),
         })
     }
 
@@ -238,7 +267,35 @@ impl Store {
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Any>> {
-        Ok(self.writer.begin_with(self.dialect.begin()).await?)
+        let begun = self.writer.begin_with(self.dialect.begin()).await;
+        self.note_write(begun.as_ref().map(|_| ()));
+        Ok(begun?)
+    }
+
+    /// Commits `tx`, noting the outcome for [`Store::write_failure`].
+    async fn commit(&self, tx: Transaction<'static, Any>) -> Result<()> {
+        let committed = tx.commit().await;
+        self.note_write(committed.as_ref().map(|_| ()));
+        Ok(committed?)
+    }
+
+    fn note_write(&self, outcome: std::result::Result<(), &sqlx::Error>) {
+        let mut failure = self.write_failure.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) if failure.is_some() => {
+                tracing::info!("database writes succeed again");
+                *failure = None;
+            }
+            Ok(()) => {}
+            Err(e) => *failure = Some(e.to_string()),
+        }
+    }
+
+    /// Why the last write transaction failed, while no later one has committed: a database
+    /// that answers reads but cannot commit (a full disk, a lock held past the busy timeout)
+    /// is failing, not healthy. Writes of other processes sharing the database are not seen.
+    pub fn write_failure(&self) -> Option<String> {
+        self.write_failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Appends `events` to the audit chain and commits. The chain head is locked here, as the
@@ -246,8 +303,7 @@ impl Store {
     /// lock, so concurrent writers cannot deadlock on it (see the module docs).
     async fn commit_audited(&self, mut tx: Transaction<'static, Any>, events: Vec<AuditEvent>) -> Result<()> {
         append_to_chain(&mut tx, self.dialect, &self.now(), events).await?;
-        tx.commit().await?;
-        Ok(())
+        self.commit(tx).await
     }
 }
 

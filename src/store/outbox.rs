@@ -147,7 +147,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(task) = task else {
-            tx.commit().await?;
+            self.commit(tx).await?;
             return Ok(false);
         };
         let mut event = AuditEvent::new(actor, "delivery.released", format!("outbox:{id}"));
@@ -173,7 +173,7 @@ impl Store {
             .bind(&now)
             .fetch_optional(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(claimed)
     }
 

@@ -122,7 +122,7 @@ impl Store {
             .await?
             .rows_affected();
         if removed == 0 {
-            tx.commit().await?;
+            self.commit(tx).await?;
             return Ok(false);
         }
         let event = AuditEvent::new(actor, "suppression.removed", format!("address:{address}"));

@@ -230,7 +230,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         let Some(t) = claimed else {
-            tx.commit().await?;
+            self.commit(tx).await?;
             return Ok(None);
         };
         let event = AuditEvent::new("worker", "task.claimed", format!("task:{}", t.id))

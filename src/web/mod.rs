@@ -127,55 +127,75 @@ pub fn router(state: AppState) -> Router {
     )
 }
 
-/// `{"status": "ok" | "degraded", "database": "ok", "mailboxes": [...]}`, 200 while the database
-/// answers (503 otherwise). A mailbox is degraded when it has never been read successfully or its
-/// last success is older than `IMAP_HEALTH_MAX_AGE`: intake that stopped is visible here.
-async fn health(State(state): State<AppState>) -> Response {
-    // Reading the mailbox states is also the database check: one query, not a ping and a read.
-    let mailboxes = match state.store.mailbox_states().await {
-        Ok(m) => m,
+/// `{"status": "ok" | "degraded" | "failing", "database": "ok" | "failing", "mailboxes": "ok" |
+/// "degraded", "llm": "ok" | "degraded" | null}`: 200 unless the database fails (503), which it
+/// does while it cannot be read or while its last write failed (a full disk) and until a write
+/// commits again. A mailbox is degraded when it has never been read successfully or its last
+/// success is older than `IMAP_HEALTH_MAX_AGE`; the LLM is degraded while its breaker is not
+/// closed. With the admin token (or none configured) `details` adds each mailbox's state and
+/// last error, the LLM endpoint (without credentials or query) and breaker, and the database
+/// error; without it nothing but those words is shown.
+async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let details = state.authorize(&headers).is_ok();
+    // Reading the mailbox states is also the read check: one query, not a ping and a read.
+    let (mailboxes, database_error) = match state.store.mailbox_states().await {
+        Ok(m) => (m, state.store.write_failure()),
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "health check: database unreachable");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "database": "unreachable"})),
-            )
-                .into_response();
+            (Vec::new(), Some(format!("unreachable: {e}")))
         }
     };
     let now = state.store.clock().now();
-    let mut degraded = false;
-    let mailboxes: Vec<Value> = mailboxes
-        .iter()
-        .map(|m| {
-            let age = m
-                .last_ok_at
-                .as_deref()
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| now - t.to_utc());
-            let stale = match (age, state.imap_max_age) {
-                (None, _) => true,
-                (Some(age), Some(max)) => age.to_std().is_ok_and(|a| a > max),
-                (Some(_), None) => false,
-            };
-            degraded |= stale;
-            json!({
-                "mailbox": m.mailbox,
-                "last_ok_at": m.last_ok_at,
-                "consecutive_errors": m.consecutive_errors,
-                "last_error": m.last_error,
-                "degraded": stale,
-            })
-        })
-        .collect();
+    let stale = |m: &crate::store::MailboxState| {
+        let age = m
+            .last_ok_at
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| now - t.to_utc());
+        match (age, state.imap_max_age) {
+            (None, _) => true,
+            (Some(age), Some(max)) => age.to_std().is_ok_and(|a| a > max),
+            (Some(_), None) => false,
+        }
+    };
+    let mailboxes_degraded = mailboxes.iter().any(stale);
     // An open breaker means LLM steps run their local fallbacks: degraded, not down.
-    let llm = state.llm.as_ref().map(|c| {
-        let breaker = c.breaker_state();
-        degraded |= !matches!(breaker, crate::agents::llm::breaker::BreakerState::Closed { .. });
-        json!({"endpoint": c.settings().base_url, "breaker": breaker})
+    let breaker = state.llm.as_ref().map(|c| c.breaker_state());
+    let llm_degraded = breaker
+        .as_ref()
+        .is_some_and(|b| !matches!(b, crate::agents::llm::breaker::BreakerState::Closed { .. }));
+    let word = |bad: bool, what: &'static str| if bad { what } else { "ok" };
+    let status = if database_error.is_some() {
+        "failing"
+    } else {
+        word(mailboxes_degraded || llm_degraded, "degraded")
+    };
+    let mut body = json!({
+        "status": status,
+        "database": word(database_error.is_some(), "failing"),
+        "mailboxes": word(mailboxes_degraded, "degraded"),
+        "llm": breaker.as_ref().map(|_| word(llm_degraded, "degraded")),
     });
-    let status = if degraded { "degraded" } else { "ok" };
-    Json(json!({"status": status, "database": "ok", "mailboxes": mailboxes, "llm": llm})).into_response()
+    if details {
+        let mailboxes: Vec<Value> = mailboxes
+            .iter()
+            .map(|m| {
+                json!({
+                    "mailbox": m.mailbox,
+                    "last_ok_at": m.last_ok_at,
+                    "consecutive_errors": m.consecutive_errors,
+                    "last_error": m.last_error,
+                    "degraded": stale(m),
+                })
+            })
+            .collect();
+        let llm = state.llm.as_ref().map(
+            |c| json!({"endpoint": crate::domain::redacted_url(&c.settings().base_url), "breaker": breaker}),
+        );
+        body["details"] = json!({"database_error": database_error, "mailboxes": mailboxes, "llm": llm});
+    }
+    let code = if database_error.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (code, Json(body)).into_response()
 }
 
 fn duration_text(start: Option<&str>, end: Option<&str>) -> String {
