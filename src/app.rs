@@ -251,16 +251,13 @@ impl Application {
         handles.push(tokio::spawn(crate::scheduler::run(app.store.clone(), stop_rx)));
 
         info!(addr = %listener.local_addr()?, "serving");
-        // Connection info gives the rate limiter each client's address.
-        let service = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, service).with_graceful_shutdown(shutdown);
-        let result = server.await.context("HTTP server");
+        web::serve::serve(listener, web::router(state), app.settings.http_limits, shutdown).await;
         info!("shutting down: finishing work in hand");
         let _ = stop_tx.send(true);
         for handle in handles {
             let _ = handle.await;
         }
-        result
+        Ok(())
     }
 }
 

@@ -20,6 +20,7 @@ use crate::orchestrator::Budget;
 use crate::outbox::{Caps, ReplyCap};
 use crate::store::DbOptions;
 use crate::web::inbound::{self, Endpoint};
+use crate::web::serve::Limits as HttpLimits;
 
 /// Parses `IMAP_URL` and friends, one entry per mailbox of the comma-separated `IMAP_MAILBOX`
 /// (default `INBOX`). `imaps://host[:993]` is TLS from the start; `imap://host[:143]` upgrades
@@ -229,6 +230,8 @@ pub struct Settings {
     pub database_url: SecretString,
     pub db: DbOptions,
     pub http_addr: SocketAddr,
+    /// Request-head deadline and connection cap of the HTTP server.
+    pub http_limits: HttpLimits,
     /// Where replies go: an SMTP relay or `.eml` files.
     pub smtp: SmtpSettings,
     /// Waits between delivery attempts after transient failures (`SMTP_RETRY_SCHEDULE`); after
@@ -434,6 +437,10 @@ impl Settings {
             database_url: SecretString::from(text("DATABASE_URL", "sqlite://data/swarm.db")),
             db: db_options(&get, &number)?,
             http_addr,
+            http_limits: HttpLimits {
+                header_timeout: Duration::from_secs(number("SWARM_HTTP_HEADER_TIMEOUT_SECS", 10)?.max(1)),
+                max_connections: number("SWARM_HTTP_MAX_CONNECTIONS", 512)?.max(1) as usize,
+            },
             smtp: SmtpSettings {
                 url: get("SMTP_URL").map(SecretString::from),
                 allow_plaintext: get("SMTP_ALLOW_PLAINTEXT").is_some_and(|v| v == "true"),

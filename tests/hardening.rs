@@ -349,3 +349,81 @@ async fn a_full_disk_fails_writes_and_the_next_write_after_freeing_space_succeed
     }
     app.stop().await;
 }
+
+/// Open descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn idle_connections_cannot_lock_clients_out_under_a_1024_descriptor_limit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let binary = env!("CARGO_BIN_EXE_swarm-director");
+    let server = support::fleet::command(std::path::Path::new("prlimit"), dir.path(), &url, &[])
+        .args(["--nofile=1024:1024", binary, "serve"])
+        .env("SWARM_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("SWARM_HTTP_HEADER_TIMEOUT_SECS", "2")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("server starts under prlimit");
+    let server = KillOnDrop(server);
+    let health = format!("http://127.0.0.1:{port}/health");
+    let http = reqwest::Client::new();
+    let up = support::wait_until(Duration::from_secs(20), || async {
+        http.get(&health).send().await.ok().filter(|r| r.status() == 200)
+    })
+    .await;
+    assert!(up.is_some(), "the server did not come up");
+
+    // 1,100 connections that never send a byte.
+    let mut idle = Vec::new();
+    for _ in 0..1100 {
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+        if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
+            idle.push(c);
+        }
+    }
+    let held = open_fds(server.id());
+    let started = Instant::now();
+    let answered = support::wait_until(Duration::from_secs(8), || async {
+        reqwest::Client::new()
+            .get(&health)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+    })
+    .await;
+    assert!(answered.is_some(), "/health did not answer while 1,100 idle connections were open");
+    assert!(held < 600, "the server held {held} descriptors: more than its connection cap");
+    // The idle ones are closed by the head deadline: the server's descriptors fall back.
+    let reaped =
+        support::wait_until(Duration::from_secs(8), || async { (open_fds(server.id()) < 100).then_some(()) })
+            .await;
+    assert!(reaped.is_some(), "idle connections still open: {} descriptors", open_fds(server.id()));
+    eprintln!(
+        "held {held} descriptors with 1,100 idle connections; /health answered after {} ms",
+        started.elapsed().as_millis()
+    );
+    drop(idle);
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl KillOnDrop {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

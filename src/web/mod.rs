@@ -5,6 +5,7 @@
 mod error;
 pub mod inbound;
 mod layers;
+pub mod serve;
 
 use std::sync::Arc;
 
