@@ -412,8 +412,12 @@ impl Settings {
     }
 
     /// Builds settings from any key lookup; tests pass a map instead of the environment.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let get = |key: &str| get(key).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        // An empty admin token would silently leave the pages open: refuse it.
+        if lookup("SWARM_ADMIN_TOKEN").is_some_and(|v| v.trim().is_empty()) {
+            bail!("SWARM_ADMIN_TOKEN is set but empty: set a token, or unset it to leave the pages open");
+        }
+        let get = |key: &str| lookup(key).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let text = |key: &str, default: &str| get(key).unwrap_or_else(|| default.to_owned());
         let number = |key: &str, default: u64| -> Result<u64> {
             match get(key) {
@@ -501,6 +505,15 @@ mod tests {
         assert_eq!(s.from_address.as_str(), "swarm@localhost");
         assert!(s.smtp.url.is_none() && s.inbound.raw_secrets.is_empty());
         assert_eq!(s.mime_limits.max_parts, 2_000);
+    }
+
+    #[test]
+    fn an_empty_admin_token_is_refused_not_taken_as_none() {
+        for empty in ["", "  "] {
+            let err = settings(&[("SWARM_ADMIN_TOKEN", empty)]).expect_err("empty token");
+            assert!(err.to_string().contains("SWARM_ADMIN_TOKEN is set but empty"), "{err}");
+        }
+        assert!(settings(&[("SWARM_ADMIN_TOKEN", "t0ken")]).expect("set").admin_token.is_some());
     }
 
     #[test]

@@ -253,6 +253,12 @@ matrix! {
         assert_eq!(open_health["status"], "ok", "{open_health}");
         assert!(open_health.get("details").is_none(), "details need the token: {open_health}");
         let full = json(app.http.get(app.url("/health")).bearer_auth("s3cret-token").send().await.expect("request")).await;
+        let bad_query =
+            app.http.get(app.url("/audit.csv?task=abc")).bearer_auth("s3cret-token").send().await.expect("request");
+        assert_eq!(bad_query.status(), 400);
+        let bad_query = json(bad_query).await;
+        assert!(bad_query["error"].as_str().is_some_and(|e| e.contains("task")), "{bad_query}");
+        assert!(bad_query["request_id"].is_string(), "{bad_query}");
         assert!(full["details"]["mailboxes"].is_array(), "{full}");
 
         let csv = app

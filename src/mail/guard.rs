@@ -76,14 +76,16 @@ pub fn addressing(mail: &ParsedMail, own: &EmailAddress) -> Result<EmailAddress,
     let Some(from) = e.sender() else {
         return Err("no valid sender address in From".into());
     };
-    if from == own || e.reply_to.as_ref() == Some(own) {
+    // Our own address in any letter case (domains are case-insensitive, RFC 5321 §2.4; and our
+    // own mailbox's local part is too, at every provider we have seen).
+    let ours = |a: &EmailAddress| a.as_str().eq_ignore_ascii_case(own.as_str());
+    if ours(from) || e.reply_to.as_ref().is_some_and(ours) {
         return Err(format!("mail loop: sent from our own address {own}"));
     }
-    if e.message_id
-        .as_ref()
-        .map(|id| id.as_str())
-        .is_some_and(|id| id.starts_with("swarm.") && id.ends_with(&format!("@{}", own.domain())))
-    {
+    let own_id_suffix = format!("@{}", own.domain());
+    if e.message_id.as_ref().map(|id| id.as_str().to_ascii_lowercase()).is_some_and(|id| {
+        id.trim_start_matches('<').starts_with("swarm.") && id.trim_end_matches('>').ends_with(&own_id_suffix)
+    }) {
         return Err("mail loop: carries a Message-ID we generated".into());
     }
     Ok(e.reply_to.clone().unwrap_or_else(|| from.clone()))
@@ -107,6 +109,55 @@ mod tests {
         assert_eq!(to.as_str(), "team@x.org");
         let to = verdict("From: Ann <ann@x.org>\r\nSubject: hi\r\n\r\nhello").expect("ok");
         assert_eq!(to.as_str(), "ann@x.org");
+    }
+
+    #[test]
+    fn our_own_address_and_message_ids_are_recognised_in_any_case() {
+        for raw in [
+            "From: SWARM@BOT.EXAMPLE\r\nSubject: hi\r\n\r\nhello",
+            "From: Swarm@bot.example\r\nSubject: hi\r\n\r\nhello",
+            "From: ann@x.org\r\nReply-To: swarm@Bot.Example\r\nSubject: hi\r\n\r\nhello",
+        ] {
+            let refused = verdict(raw).expect_err("a loop");
+            assert!(refused.contains("our own address"), "{raw:?}: {refused}");
+        }
+        let refused = verdict("From: ann@x.org\r\nMessage-ID: <SWARM.42.abc@BOT.EXAMPLE>\r\n\r\nhello")
+            .expect_err("loop");
+        assert!(refused.contains("Message-ID we generated"), "{refused}");
+    }
+
+    #[test]
+    fn out_of_office_subjects_in_seven_languages_are_not_answered() {
+        for subject in [
+            "Out of Office: Re: invoice 42",
+            "OOO: back on Monday",
+            "[Auto-Reply] Your message",
+            "Automatic reply: Quarterly numbers",
+            "Abwesend: Re: Angebot",
+            "Abwesenheitsnotiz: Rechnung",
+            "Automatische Antwort: Termin",
+            "Absence du bureau : Re: devis",
+            "Message d'absence",
+            "Réponse automatique : facture",
+            "Fuera de la oficina: Re: pedido",
+            "Respuesta automática: consulta",
+            "Risposta automatica: ordine",
+            "Fuori sede: Re: fattura",
+            "Automatisch antwoord: offerte",
+            "Afwezig: Re: bestelling",
+            "Resposta automática: pedido",
+            "Fora do escritório: Re: fatura",
+        ] {
+            let raw = format!("From: ann@x.org\r\nSubject: {subject}\r\n\r\nI am away until Monday.");
+            let refused = verdict(&raw).expect_err(subject);
+            assert!(refused.contains("auto-reply subject"), "{subject}: {refused}");
+        }
+        // Ordinary subjects that merely mention absence are answered.
+        for subject in ["Office hours next week", "Question about my absence form", "Oookay, one more thing"]
+        {
+            let raw = format!("From: ann@x.org\r\nSubject: {subject}\r\n\r\nhello");
+            assert!(verdict(&raw).is_ok(), "{subject}");
+        }
     }
 
     #[test]

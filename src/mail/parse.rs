@@ -318,22 +318,65 @@ const LIST_HEADERS: &[&str] = &[
     "X-Mailing-List",
 ];
 
-/// Subject starts of auto-replies in the languages we see most (helpdesk practice; RFC 3834
-/// senders should add Auto-Submitted, many do not).
+/// Subject starts of auto-replies and out-of-office notices in English, German, French,
+/// Spanish, Italian, Dutch and Portuguese, as mail clients and servers word them (helpdesk
+/// practice; RFC 3834 senders should add Auto-Submitted, many do not). Compared lower case.
 const AUTO_REPLY_SUBJECTS: &[&str] = &[
+    // English
     "auto reply:",
     "autoreply:",
     "auto-reply:",
+    "[auto-reply]",
+    "[auto reply]",
+    "[autoreply]",
     "automatic reply:",
     "auto response:",
     "autorespons",
     "out of office",
     "out of the office",
+    "out-of-office",
+    "ooo:",
+    "ooo ",
+    "[ooo]",
+    "away from the office",
+    // German
     "abwesenheitsnotiz",
+    "abwesenheit",
+    "abwesend:",
+    "abwesend ",
     "automatische antwort",
+    "nicht im büro",
+    // French
     "réponse automatique",
+    "reponse automatique",
+    "absence du bureau",
+    "message d'absence",
+    "message d’absence",
+    "absent du bureau",
+    // Spanish
     "respuesta automática",
+    "respuesta automatica",
+    "fuera de la oficina",
+    "fuera de oficina",
+    "ausente:",
+    // Italian
     "risposta automatica",
+    "fuori sede",
+    "fuori ufficio",
+    "assente dall'ufficio",
+    // Dutch
+    "automatisch antwoord",
+    "afwezig:",
+    "afwezig ",
+    "niet aanwezig",
+    "buiten kantoor",
+    // Portuguese
+    "resposta automática",
+    "resposta automatica",
+    "ausência temporária",
+    "fora do escritório",
+    "fora do escritorio",
+    "ausente do escritório",
 ];
 
 /// Why this message looks like an auto-reply, if it does.

@@ -87,7 +87,10 @@ impl SenderPolicy {
 
     fn listed(&self, address: &str, domain: &str) -> bool {
         self.allowed.is_empty()
-            || self.allowed.iter().any(|a| a == address || a.strip_prefix('@') == Some(domain))
+            || self.allowed.iter().any(|a| {
+                a.eq_ignore_ascii_case(address)
+                    || a.strip_prefix('@').is_some_and(|d| d.eq_ignore_ascii_case(domain))
+            })
     }
 
     /// Runs the in-process DMARC verification (DNS queries) when the policy asks for it and the

@@ -1,7 +1,7 @@
 //! The tower layers every route runs under: a request id (`x-request-id`, kept when the client
 //! sent one, else a new one; echoed on the response, in the trace span and in every error
-//! body), a trace span per request, and panics answered with a 500 instead of a dropped
-//! connection. Pages and the API (not the intake endpoints, which time their own body reads)
+//! body), the security headers ([`SECURITY_HEADERS`]), a trace span per request, and panics
+//! answered with a 500 instead of a dropped connection. Pages and the API (not the intake endpoints, which time their own body reads)
 //! also get an overall deadline.
 
 use std::future::Future;
@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::task::futures::TaskLocalFuture;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -35,6 +35,21 @@ pub fn current_request_id() -> Option<String> {
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Put on every response that does not set them itself: no script runs in our pages (the one
+/// inline `<style>` is allowed, nothing else is loaded), no page may be framed, no referrer
+/// leaves, no content type is sniffed, and nothing (pages show mail content) is cached.
+const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; \
+         frame-ancestors 'none'; base-uri 'none'",
+    ),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::CACHE_CONTROL, "no-store"),
+];
 
 /// A new request id: 32 hex digits, a random prefix for this process and a counter, so ids are
 /// unique across instances without a random draw per request.
@@ -110,7 +125,13 @@ where
         let this = self.project();
         let mut result = std::task::ready!(this.inner.poll(cx));
         if let (Ok(response), Some(id)) = (&mut result, this.id.take()) {
-            response.headers_mut().insert(X_REQUEST_ID, id);
+            let headers = response.headers_mut();
+            headers.insert(X_REQUEST_ID, id);
+            for (name, value) in SECURITY_HEADERS {
+                if !headers.contains_key(&name) {
+                    headers.insert(name, HeaderValue::from_static(value));
+                }
+            }
         }
         Poll::Ready(result)
     }
@@ -176,6 +197,19 @@ mod tests {
         let id = id.expect("x-request-id set");
         assert_eq!(id.len(), 32, "{id}");
         assert_eq!(body, serde_json::json!({"error": "no such thing", "request_id": id}));
+    }
+
+    #[tokio::test]
+    async fn every_response_carries_the_security_headers() {
+        let request = axum::http::Request::get("/missing").body(Body::empty()).expect("request");
+        let response = app().oneshot(request).await.expect("answered");
+        let h = response.headers();
+        let csp = h.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(!csp.contains("script-src"), "no script source is allowed: {csp}");
+        assert_eq!(h.get("x-content-type-options").map(|v| v.as_bytes()), Some(&b"nosniff"[..]));
+        assert_eq!(h.get("referrer-policy").map(|v| v.as_bytes()), Some(&b"no-referrer"[..]));
+        assert_eq!(h.get("cache-control").map(|v| v.as_bytes()), Some(&b"no-store"[..]));
     }
 
     #[tokio::test]

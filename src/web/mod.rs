@@ -261,7 +261,7 @@ struct AuditQuery {
 async fn audit_csv(
     State(state): State<AppState>,
     headers: HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     if state.admin_token.is_none() {
         return Err(ApiError::new(
@@ -270,6 +270,8 @@ async fn audit_csv(
         ));
     }
     state.authorize(&headers)?;
+    // A malformed query string gets the JSON error body like every other error.
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
     let filter = AuditFilter {
         since: parse_bound("since", q.since.as_deref()).map_err(bad)?,
