@@ -52,7 +52,8 @@ pub async fn serve(
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(limits.header_timeout));
+    // No HTTP/2 keep-alive pings: they would keep an idle connection's deadline from running.
+    builder.http2().timer(TokioTimer::new());
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
