@@ -102,26 +102,32 @@ pub async fn serve(
 struct IdleDeadline {
     stream: TcpStream,
     idle: Duration,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// When the connection counts as idle, while a request is awaited; `None` while one is
+    /// being handled. A plain instant, so a write costs no timer operation.
+    due: Option<tokio::time::Instant>,
+    /// The timer, set to `due` only when a read finds nothing to read.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl IdleDeadline {
     fn new(stream: TcpStream, idle: Duration) -> Self {
-        Self { stream, idle, deadline: Some(Box::pin(tokio::time::sleep(idle))) }
-    }
-
-    fn arm(&mut self) {
-        let at = tokio::time::Instant::now() + self.idle;
-        match &mut self.deadline {
-            Some(deadline) => deadline.as_mut().reset(at),
-            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
-        }
+        Self { stream, idle, due: Some(tokio::time::Instant::now() + idle), timer: None }
     }
 
     fn wrote(&mut self, written: &Poll<io::Result<usize>>) {
         if matches!(written, Poll::Ready(Ok(n)) if *n > 0) {
-            self.arm();
+            self.due = Some(tokio::time::Instant::now() + self.idle);
         }
+    }
+
+    /// Whether `due` has passed; registers for a wake-up at `due` otherwise.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(due) = self.due else { return false };
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if timer.deadline() != due {
+            timer.as_mut().reset(due);
+        }
+        timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -135,19 +141,13 @@ impl AsyncRead for IdleDeadline {
         let this = &mut *self;
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                this.deadline = None;
+                this.due = None;
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => {
-                let expired = this.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
-                if expired {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no request within SWARM_HTTP_HEADER_TIMEOUT_SECS",
-                    )));
-                }
-                Poll::Pending
-            }
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no request within SWARM_HTTP_HEADER_TIMEOUT_SECS",
+            ))),
             other => other,
         }
     }
