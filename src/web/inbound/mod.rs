@@ -112,7 +112,8 @@ pub struct Settings {
     pub disabled: Vec<Endpoint>,
     /// Largest request body, in bytes; larger ones get 413 before the rest is read.
     pub max_request_bytes: usize,
-    /// Request body bytes all endpoints together may hold at once (at least
+    /// Request body bytes all endpoints together may hold at once, counting each body times its
+    /// provider's [`Provider::BUFFER_FACTOR`] (at least [`MAX_BUFFER_FACTOR`] x
     /// `max_request_bytes`).
     pub max_buffered_bytes: usize,
     /// Longest time to receive a request body.
