@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::{Db, TestApp};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// 32 zero bytes in base64: a well-formed Standard Webhooks tag that matches nothing.
 const ZERO_TAG: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
@@ -17,21 +17,10 @@ async fn answer_without_body(app: &TestApp, head: &str) -> String {
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
     stream.write_all(head.replace("{addr}", &addr).as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut buf = [0u8; 1024];
-        loop {
-            let n = stream.read(&mut buf).await.expect("read");
-            answer.extend_from_slice(&buf[..n]);
-            if n == 0 || answer.windows(2).any(|w| w == b"\r\n") {
-                break;
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "no answer within 5 s: the server waits for the body of {head:?}");
-    let text = String::from_utf8_lossy(&answer);
-    text.lines().next().unwrap_or_default().to_owned()
+    let answer = support::read_answer_head(&mut stream, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("no answer within 5 s: the server waits for the body of {head:?}"));
+    answer.lines().next().unwrap_or_default().to_owned()
 }
 
 fn raw_head(extra: &str) -> String {
@@ -97,20 +86,7 @@ async fn open_request(app: &TestApp, id: &str, len: usize, sent: usize) -> tokio
 }
 
 async fn status_of(stream: &mut tokio::net::TcpStream) -> String {
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 1024];
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let n = stream.read(&mut buf).await.expect("read");
-            answer.extend_from_slice(&buf[..n]);
-            if n == 0 || answer.windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-    })
-    .await
-    .expect("an answer within 10 s");
-    String::from_utf8_lossy(&answer).into_owned()
+    support::read_answer_head(stream, Duration::from_secs(10)).await.expect("an answer within 10 s")
 }
 
 #[tokio::test]

@@ -477,7 +477,7 @@ const ZERO_TAG: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
 #[tokio::test]
 async fn a_body_that_never_arrives_times_out_with_408() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let app = TestApp::spawn(Db::Sqlite, &[("SWARM_INBOUND_READ_TIMEOUT_SECS", "1")]).await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
@@ -488,20 +488,9 @@ async fn a_body_that_never_arrives_times_out_with_408() {
          webhook-id: msg_slow\r\nwebhook-timestamp: {now}\r\nwebhook-signature: v1,{ZERO_TAG}\r\n\r\nFrom: slow"
     );
     stream.write_all(head.as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        let mut buf = [0u8; 1024];
-        loop {
-            let n = stream.read(&mut buf).await.expect("read");
-            answer.extend_from_slice(&buf[..n]);
-            if n == 0 || answer.windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "no answer within 10 s");
-    let text = String::from_utf8_lossy(&answer);
+    let text = support::read_answer_head(&mut stream, std::time::Duration::from_secs(10))
+        .await
+        .expect("an answer within 10 s");
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     app.stop().await;
 }

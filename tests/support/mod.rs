@@ -251,3 +251,22 @@ where
 pub fn read_reply(location: &str) -> Vec<u8> {
     std::fs::read(PathBuf::from(location)).expect("reply file")
 }
+
+/// Reads an HTTP answer's head (through the blank line, or to EOF) from a raw connection;
+/// `None` when it does not come within `within`. For tests that write requests by hand.
+pub async fn read_answer_head(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(within, async {
+        loop {
+            let n = stream.read(&mut buf).await.expect("read");
+            answer.extend_from_slice(&buf[..n]);
+            if n == 0 || answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    read.ok().map(|()| String::from_utf8_lossy(&answer).into_owned())
+}
