@@ -75,7 +75,7 @@ impl App {
             .await?
             .with_clock(clock.clone());
         store.migrate().await?;
-        let templates = Arc::new(Templates::load(&settings.templates_dir)?);
+        let templates = Arc::new(Templates::load(&settings.templates_dir, settings.max_reply_bytes)?);
         let transport = Transport::from_settings(&settings.smtp)?;
         let owner = owner_name();
         let (llm, catalogue) = workflows(&settings, &clock)?;

@@ -13,6 +13,7 @@ use crate::agents::llm::{self, LlmSettings};
 use crate::domain::{EmailAddress, url_host};
 use crate::intake::imap;
 use crate::mail::auth::DnsResolver;
+use crate::mail::compose;
 use crate::mail::parse::Limits as MimeLimits;
 use crate::mail::policy::{DmarcSource, PolicySettings};
 use crate::mail::transport::SmtpSettings;
@@ -244,6 +245,8 @@ pub struct Settings {
     pub from_address: EmailAddress,
     /// Reply templates; embedded copies are used for any file missing here.
     pub templates_dir: PathBuf,
+    /// `SWARM_MAX_REPLY_BYTES`: the most a composed reply weighs, headers included.
+    pub max_reply_bytes: usize,
     /// Bearer token for pages showing mail content and for /audit.csv.
     pub admin_token: Option<SecretString>,
     pub mime_limits: MimeLimits,
@@ -272,6 +275,17 @@ pub struct Settings {
     pub workflows_file: Option<PathBuf>,
     /// `SWARM_TASK_BUDGET_TOKENS` / `SWARM_TASK_BUDGET_USD` (0 or unset: no limit).
     pub budget: Budget,
+}
+
+/// `SWARM_MAX_REPLY_BYTES` (default 1 MiB), at least [`compose::MIN_MAX_REPLY_BYTES`].
+fn max_reply_bytes(number: &dyn Fn(&str, u64) -> Result<u64>) -> Result<usize> {
+    let max = number("SWARM_MAX_REPLY_BYTES", compose::DEFAULT_MAX_REPLY_BYTES as u64)? as usize;
+    anyhow::ensure!(
+        max >= compose::MIN_MAX_REPLY_BYTES,
+        "SWARM_MAX_REPLY_BYTES={max} is below {} bytes, too small for a reply's headers and templates",
+        compose::MIN_MAX_REPLY_BYTES
+    );
+    Ok(max)
 }
 
 /// `LLM_BASE_URL` (unset: no LLM), `LLM_API_KEY`, `LLM_MODEL`, `LLM_TIMEOUT_SECS`,
@@ -462,6 +476,7 @@ impl Settings {
             },
             from_address,
             templates_dir: text("SWARM_TEMPLATES_DIR", "templates").into(),
+            max_reply_bytes: max_reply_bytes(&number)?,
             admin_token: get("SWARM_ADMIN_TOKEN").map(SecretString::from),
             mime_limits: MimeLimits {
                 max_bytes: number("SWARM_MAX_MESSAGE_BYTES", defaults.max_bytes as u64)? as usize,

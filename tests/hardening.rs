@@ -1,5 +1,6 @@
 //! Attacks and bad days on 127.0.0.1, each bounded in time and count: forged requests refused
-//! before their body is read, the shared body budget, and peak memory under large forged posts.
+//! before their body is read, the shared body budget, peak memory under large forged posts, a
+//! full disk, a database lock held too long, idle connections under a descriptor limit.
 
 mod support;
 
@@ -323,6 +324,25 @@ async fn a_full_disk_fails_writes_and_the_next_write_after_freeing_space_succeed
         let id = id.expect("a 2xx names its message");
         assert!(store.message(id).await.expect("read").is_some(), "acknowledged message {id} is lost");
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_write_lock_held_past_the_busy_timeout_answers_503_with_retry_after() {
+    use sqlx::Connection;
+    let app = TestApp::spawn(Db::Sqlite, &[("SWARM_DB_STATEMENT_TIMEOUT_MS", "200")]).await;
+    let url = format!("sqlite://{}/swarm.db", app.dir.path().display());
+    let mut holder = sqlx::SqliteConnection::connect(&url).await.expect("second connection");
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.expect("take the write lock");
+    let mail = support::fixture("action_request.eml");
+    let busy = app.post_signed(&mail, "msg_busy_1").await;
+    assert_eq!(busy.status(), 503, "a held lock is a retryable 503");
+    assert_eq!(busy.headers()["retry-after"], "1");
+    let body = support::json(busy).await;
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("busy")), "{body}");
+    sqlx::query("COMMIT").execute(&mut holder).await.expect("release the lock");
+    // The webhook sender retries (same webhook-id: the refused attempt left no nonce behind).
+    assert_eq!(app.post_signed(&mail, "msg_busy_1").await.status(), 202, "the retry is taken");
     app.stop().await;
 }
 

@@ -13,9 +13,8 @@ use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::EncodePublicKey;
 use serde_json::Value;
-use support::{Db, SECRET, TestApp, json, read_reply};
+use support::{Db, TestApp, json, read_reply};
 use swarm_director::intake::providers::mailgun;
-use swarm_director::intake::webhook::{decode_secret, sign};
 
 const MAILGUN_KEY: &str = "key-mailgun-test-signing-key-0001";
 const SENDGRID_AUTH: &str = "sendgrid:parse-secret";
@@ -322,7 +321,7 @@ matrix! {
     async fn task_hook_creates_a_task_replied_to_reply_to(db: Db) {
         let app = TestApp::spawn(db, &[]).await;
         let payload = provider_fixture("hook_task.json");
-        let (status, body) = status_and_json(post_hook(&app, "ci", "evt_1", &payload, now()).await).await;
+        let (status, body) = status_and_json(app.post_hook("ci", "evt_1", &payload, now()).await).await;
         assert_eq!((status, body["outcome"].as_str()), (202, Some("task")), "{body}");
         let task = body["task_id"].as_i64().expect("task");
         let email = input(&app, task).await;
@@ -334,7 +333,7 @@ matrix! {
         assert_eq!(reply.subject(), Some(format!("Re: Nightly build failed on main [#{task}]").as_str()));
 
         // A sender retrying the same webhook-id (fresh timestamp and signature) gets the same task.
-        let (status, again) = status_and_json(post_hook(&app, "ci", "evt_1", &payload, now()).await).await;
+        let (status, again) = status_and_json(app.post_hook("ci", "evt_1", &payload, now()).await).await;
         assert_eq!((status, again["outcome"].as_str(), &again["task_id"]), (202, Some("duplicate"), &body["task_id"]));
         app.stop().await;
     }
@@ -345,35 +344,21 @@ matrix! {
         let mut request: Value = serde_json::from_slice(&good).expect("json");
         request["workflow"] = "no-such-workflow".into();
         let unknown = serde_json::to_vec(&request).expect("json");
-        let (status, body) = status_and_json(post_hook(&app, "ci", "evt_w", &unknown, now()).await).await;
+        let (status, body) = status_and_json(app.post_hook("ci", "evt_w", &unknown, now()).await).await;
         assert_eq!(status, 422);
         assert!(body["error"].as_str().is_some_and(|e| e.contains("no-such-workflow") && e.contains("default")));
         request["workflow"] = Value::Null;
         request["reply_to"] = "not an address".into();
         let bad_to = serde_json::to_vec(&request).expect("json");
-        assert_eq!(post_hook(&app, "ci", "evt_r", &bad_to, now()).await.status(), 422);
-        assert_eq!(post_hook(&app, "ci", "evt_j", b"{\"from\":", now()).await.status(), 422);
-        assert_eq!(post_hook(&app, "Bad.Name", "evt_n", &good, now()).await.status(), 404);
-        assert_eq!(post_hook(&app, "ci", "evt_o", &good, now() - 600).await.status(), 401);
+        assert_eq!(app.post_hook("ci", "evt_r", &bad_to, now()).await.status(), 422);
+        assert_eq!(app.post_hook("ci", "evt_j", b"{\"from\":", now()).await.status(), 422);
+        assert_eq!(app.post_hook("Bad.Name", "evt_n", &good, now()).await.status(), 404);
+        assert_eq!(app.post_hook("ci", "evt_o", &good, now() - 600).await.status(), 401);
         let unsigned = app.http.post(app.url("/hooks/ci")).header("content-type", "application/json").body(good).send().await.expect("request");
         assert_eq!(unsigned.status(), 401);
         assert_eq!(app.message_count().await, 0);
         app.stop().await;
     }
-}
-
-async fn post_hook(app: &TestApp, name: &str, id: &str, body: &[u8], timestamp: i64) -> reqwest::Response {
-    let signature = sign(&decode_secret(SECRET).expect("secret"), id, timestamp, body);
-    app.http
-        .post(app.url(&format!("/hooks/{name}")))
-        .header("content-type", "application/json")
-        .header("webhook-id", id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature)
-        .body(body.to_vec())
-        .send()
-        .await
-        .expect("request")
 }
 
 #[tokio::test]
@@ -402,7 +387,7 @@ async fn endpoints_without_their_secret_or_disabled_answer_404() {
     .await;
     let body = mailgun_form(&provider_fixture("mailgun_parsed.form"), "tok-off", now(), MAILGUN_KEY);
     assert_eq!(post_form(&app, "/inbound/mailgun", body, None).await.status(), 404);
-    let hook = post_hook(&app, "ci", "evt_off", &provider_fixture("hook_task.json"), now()).await;
+    let hook = app.post_hook("ci", "evt_off", &provider_fixture("hook_task.json"), now()).await;
     assert_eq!(hook.status(), 404);
     assert_eq!(
         app.post_signed(&support::fixture("action_request.eml"), "msg_on").await.status(),
@@ -458,7 +443,7 @@ async fn each_client_is_rate_limited_with_retry_after() {
     let body = provider_fixture("hook_task.json");
     let mut statuses = Vec::new();
     for i in 0..3 {
-        statuses.push(post_hook(&app, "ci", &format!("evt_rate_{i}"), &body, now()).await);
+        statuses.push(app.post_hook("ci", &format!("evt_rate_{i}"), &body, now()).await);
     }
     let codes: Vec<u16> = statuses.iter().map(|r| r.status().as_u16()).collect();
     assert_eq!(codes, [202, 202, 429]);

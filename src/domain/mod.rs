@@ -101,6 +101,11 @@ impl fmt::Display for EmailAddress {
     }
 }
 
+/// The domain of the Message-IDs our intake mints for messages that carry none (provider fields,
+/// task hooks). `.invalid` is reserved (RFC 2606 §2), so no real mail system uses it; a mail
+/// arriving with such an id from elsewhere gets renamed ([`MessageId::untrusted`]).
+pub const SYNTHETIC_DOMAIN: &str = "inbound.invalid";
+
 /// A msg-id (RFC 5322 §3.6.4) stored without its angle brackets: `id-left@id-right`.
 ///
 /// `parse` accepts the bracketed or bare form. Rejected: no `@`, empty sides, whitespace, control
@@ -155,6 +160,27 @@ impl MessageId {
         Self(format!("swarm.{:032x}@{domain}", random))
     }
 
+    /// An id our intake mints: `<kind>.<key>@`[`SYNTHETIC_DOMAIN`]. `kind` and `key` must be
+    /// plain (letters, digits, `.`, `-`, `_`); other characters become `_`.
+    pub fn synthetic(kind: &str, key: &str) -> Self {
+        let plain = |s: &str| -> String {
+            s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+        };
+        Self(truncate_id(format!("{}.{}", plain(kind), plain(key))) + "@" + SYNTHETIC_DOMAIN)
+    }
+
+    /// The id given to a message that arrived carrying a [`SYNTHETIC_DOMAIN`] id it did not get
+    /// from us: `untrusted.<sha256 hex of its raw bytes>@inbound.invalid`, so it can neither
+    /// take the place of a hook's or provider message's identity nor lose its own.
+    pub fn untrusted(raw_sha256_hex: &str) -> Self {
+        Self::synthetic("untrusted", raw_sha256_hex)
+    }
+
+    /// True for ids under [`SYNTHETIC_DOMAIN`] (any case).
+    pub fn is_synthetic(&self) -> bool {
+        self.domain().eq_ignore_ascii_case(SYNTHETIC_DOMAIN)
+    }
+
     /// The bare id, without angle brackets.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -174,6 +200,12 @@ impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<{}>", self.0)
     }
+}
+
+/// The left side of a minted id, short enough that the whole id stays within 250 bytes.
+fn truncate_id(left: String) -> String {
+    let max = 250 - 1 - SYNTHETIC_DOMAIN.len();
+    if left.len() <= max { left } else { left[..max].to_owned() }
 }
 
 macro_rules! id_type {

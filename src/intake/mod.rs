@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, instrument};
 
 pub use crate::domain::Outcome;
-use crate::domain::{EmailAddress, FollowUp, FollowUpHints, Routing};
+use crate::domain::{EmailAddress, FollowUp, FollowUpHints, MessageId, Routing};
 use crate::mail::parse::Limits as MimeLimits;
 use crate::mail::{guard, parse, thread};
 use crate::store::{Disposition, NewMessage, NewTask, Nonce, Store};
@@ -28,13 +28,18 @@ pub struct Source<'a> {
     pub key: Option<&'a str>,
     /// A replay key that must not have been seen before (signed webhooks).
     pub nonce: Option<(&'a str, Duration)>,
+    /// True when our own code wrote the message's Message-ID header (a message rebuilt from
+    /// provider fields, a task hook): an id under `inbound.invalid` is then ours
+    /// ([`crate::domain::SYNTHETIC_DOMAIN`]). From any other source such an id is forged or
+    /// foreign and is renamed ([`MessageId::untrusted`]).
+    pub minted_id: bool,
     pub hints: Hints<'a>,
 }
 
 impl<'a> Source<'a> {
     /// A source with a key and nothing else.
     pub fn new(name: &'a str, key: Option<&'a str>) -> Self {
-        Self { name, key, nonce: None, hints: Hints::default() }
+        Self { name, key, nonce: None, minted_id: false, hints: Hints::default() }
     }
 }
 
@@ -49,6 +54,17 @@ fn headline(parsed: &Result<parse::ParsedMail, parse::ParseError>) -> Headline {
             Some(p.email.subject.clone()),
         ),
         Err(_) => (None, None, None),
+    }
+}
+
+/// Gives a message whose Message-ID is under `inbound.invalid`, from a source that did not mint
+/// it, the id [`MessageId::untrusted`] of its raw bytes: a mail cannot take a hook's identity
+/// (and so pre-empt it as a "duplicate") by writing that hook's Message-ID.
+fn rename_synthetic_id(parsed: &mut Result<parse::ParsedMail, parse::ParseError>, raw_sha256: &str) {
+    if let Ok(p) = parsed
+        && p.email.message_id.as_ref().is_some_and(MessageId::is_synthetic)
+    {
+        p.email.message_id = Some(MessageId::untrusted(raw_sha256));
     }
 }
 
@@ -137,7 +153,10 @@ impl Intake {
         // Parsing is CPU work bounded only by the size limit (up to 25 MB of MIME and HTML);
         // keep it off the async workers so one large message does not stall every request.
         let (owned, limits) = (raw.to_vec(), self.limits);
-        let parsed = tokio::task::spawn_blocking(move || parse(&owned, &limits)).await?;
+        let mut parsed = tokio::task::spawn_blocking(move || parse(&owned, &limits)).await?;
+        if !source.minted_id {
+            rename_synthetic_id(&mut parsed, &sha256);
+        }
         let (message_id, sender, subject) = headline(&parsed);
         let dedupe_key = match &message_id {
             Some(id) => format!("mid:{id}"),
@@ -323,7 +342,8 @@ impl Intake {
             .ok_or_else(|| crate::store::StoreError::NotFound(format!("no message {id}")))?;
         anyhow::ensure!(!raw.is_empty(), "message {id} was never downloaded (left at its source)");
         let (bytes, limits) = (raw.clone(), self.limits);
-        let parsed = tokio::task::spawn_blocking(move || parse(&bytes, &limits)).await?;
+        let mut parsed = tokio::task::spawn_blocking(move || parse(&bytes, &limits)).await?;
+        rename_synthetic_id(&mut parsed, &hex::encode(Sha256::digest(&raw)));
         let (message_id, sender, subject) = headline(&parsed);
         let verified = self.verify_sender(&raw, &parsed, &Hints::default()).await;
         let disposition = self.decide(parsed, &Hints::default(), sender.clone(), verified.as_ref()).await?;

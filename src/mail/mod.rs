@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod bounce;
 pub mod compose;
+mod enclosed;
 pub mod guard;
 pub mod parse;
 pub mod policy;

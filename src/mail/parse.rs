@@ -1,10 +1,11 @@
 //! Untrusted raw RFC 5322 / MIME bytes → [`InboundEmail`], the one shape the rest of the
 //! pipeline sees, whatever the source.
 //!
-//! Limits (invariant 6): the byte size is checked before parsing. mail-parser walks multipart
-//! nesting iteratively and stops decoding enclosed encoded messages at depth 3, so its time and
-//! memory grow linearly with the (capped) input; MIME depth and part count are checked right after,
-//! before anything else touches the message. Charsets are decoded by mail-parser (RFC 2047, 2231).
+//! Limits (invariant 6): the byte size is checked before parsing, and enclosed messages (encoded
+//! ones too) are walked level by level before mail-parser builds them ([`super::enclosed`]: its
+//! nesting of them recurses and could overflow the stack). mail-parser walks multipart nesting
+//! iteratively, so its time and memory grow linearly with the (capped) input; MIME depth and part
+//! count are checked right after, before anything else touches the message. Charsets are decoded by mail-parser (RFC 2047, 2231).
 
 use std::borrow::Cow;
 
@@ -12,7 +13,7 @@ use mail_parser::{Address, HeaderValue, Message, MessageParser, MessagePart, Mim
 use serde::Serialize;
 
 use crate::domain::{Attachment, EmailAddress, InboundEmail, Mailbox, MessageId, one_line, truncate};
-use crate::mail::quote;
+use crate::mail::{enclosed, quote};
 
 /// Limits applied to untrusted inbound mail before and while parsing (`SWARM_MAX_MESSAGE_BYTES`,
 /// `SWARM_MAX_MIME_DEPTH`, `SWARM_MAX_MIME_PARTS`).
@@ -79,16 +80,13 @@ pub enum ParseError {
     TooDeep { limit: usize },
     #[error("more than {limit} MIME parts ({parts})")]
     TooManyParts { parts: usize, limit: usize },
-    #[error("more than {limit} enclosed messages (message/rfc822 or message/global)")]
+    #[error("more than {limit} enclosed messages (message/rfc822, message/global, digest parts)")]
     TooManyEnclosed { limit: usize },
+    #[error("its encoded enclosed messages decode to {size} bytes, over the limit of {limit} bytes")]
+    DecodedTooLarge { size: usize, limit: usize },
 }
 
-/// Most `message/rfc822` / `message/global` mentions a message may hold. mail-parser nests each
-/// enclosed message inside the last without limit, and dropping that structure recurses once per
-/// level: a few MB of enclosed messages would overflow the stack and abort the process. Counted
-/// in the raw bytes (text mentioning the type counts too: a false alarm quarantines, it never
-/// crashes).
-pub const MAX_ENCLOSED: usize = 256;
+pub use super::enclosed::MAX_ENCLOSED;
 
 /// Parses raw bytes under `limits`.
 pub fn parse(raw: &[u8], limits: &Limits) -> Result<ParsedMail, ParseError> {
@@ -98,10 +96,8 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<ParsedMail, ParseError> {
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(ParseError::Empty);
     }
-    if enclosed_mentions(raw) > MAX_ENCLOSED {
-        return Err(ParseError::TooManyEnclosed { limit: MAX_ENCLOSED });
-    }
     let normalized = normalize(raw);
+    check_enclosed(&normalized, limits)?;
     let message = MessageParser::default().parse(normalized.as_ref()).ok_or(ParseError::NoHeaders)?;
     // mail-parser turns any first line into a "header"; a message needs at least one real field:
     // a name of printable ASCII without space or colon (RFC 5322 §2.2) and a value.
@@ -114,17 +110,22 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<ParsedMail, ParseError> {
     Ok(ParsedMail { email: to_inbound(&message), signals: signals(&message) })
 }
 
-/// Case-insensitive count of `message/rfc822` and `message/global` in `raw`.
-fn enclosed_mentions(raw: &[u8]) -> usize {
-    raw.windows(8)
-        .enumerate()
-        .filter(|(_, w)| w.eq_ignore_ascii_case(b"message/"))
-        .filter(|(i, _)| {
-            let rest = &raw[i + 8..];
-            rest.len() >= 6
-                && (rest[..6].eq_ignore_ascii_case(b"rfc822") || rest[..6].eq_ignore_ascii_case(b"global"))
-        })
-        .count()
+/// The enclosed messages, before mail-parser builds them (see [`super::enclosed`]); encoded ones
+/// may decode to as many bytes as the message may have.
+fn check_enclosed(raw: &[u8], limits: &Limits) -> Result<(), ParseError> {
+    let bounds = enclosed::Limits {
+        max_depth: limits.max_depth,
+        max_parts: limits.max_parts,
+        max_decoded: limits.max_bytes,
+    };
+    enclosed::check(raw, bounds).map_err(|refusal| match refusal {
+        enclosed::Refusal::TooDeep => ParseError::TooDeep { limit: limits.max_depth },
+        enclosed::Refusal::TooManyParts(parts) => ParseError::TooManyParts { parts, limit: limits.max_parts },
+        enclosed::Refusal::TooManyEnclosed => ParseError::TooManyEnclosed { limit: MAX_ENCLOSED },
+        enclosed::Refusal::DecodedTooLarge(size) => {
+            ParseError::DecodedTooLarge { size, limit: limits.max_bytes }
+        }
+    })
 }
 
 /// Repairs what real mail stores get wrong before parsing (the stored raw bytes stay as received):
@@ -519,18 +520,20 @@ mod tests {
         while enclosed.len() < 3 * 1024 * 1024 {
             enclosed.push_str("Content-Type: message/rfc822\r\n\r\nFrom: b@x.org\r\n");
         }
-        // mail-parser nests these without limit (and dropping them recursed out of the stack).
-        assert_eq!(
-            parse(enclosed.as_bytes(), &limits()).map(|_| ()),
-            Err(ParseError::TooManyEnclosed { limit: 256 })
-        );
-        let mut deepest_allowed = String::from("From: a@x.org\r\n");
-        for _ in 0..MAX_ENCLOSED {
-            deepest_allowed.push_str("Content-Type: message/rfc822\r\n\r\nFrom: b@x.org\r\n");
+        // mail-parser nests these without limit (and dropping them recursed out of the stack):
+        // the walk before it stops at the depth limit.
+        assert_eq!(parse(enclosed.as_bytes(), &limits()).map(|_| ()), Err(ParseError::TooDeep { limit: 20 }));
+        // Side by side rather than nested: the count of enclosed messages is the limit.
+        let mut siblings =
+            String::from("From: a@x.org\r\nContent-Type: multipart/mixed; boundary=\"s\"\r\n\r\n");
+        for _ in 0..=MAX_ENCLOSED {
+            siblings.push_str("--s\r\nContent-Type: message/rfc822\r\n\r\nFrom: b@x.org\r\n\r\nhi\r\n");
         }
-        // Just under the count: parsed and dropped within the stack, then refused for its depth.
-        let verdict = parse(deepest_allowed.as_bytes(), &limits()).map(|_| ());
-        assert!(matches!(verdict, Err(ParseError::TooDeep { .. })), "{verdict:?}");
+        siblings.push_str("--s--\r\n");
+        assert_eq!(
+            parse(siblings.as_bytes(), &limits()).map(|_| ()),
+            Err(ParseError::TooManyEnclosed { limit: MAX_ENCLOSED })
+        );
         // 20,000 parts.
         let mut many = String::from("From: a@x.org\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n");
         for i in 0..20_000 {

@@ -69,7 +69,7 @@ fn reply_content(task: TaskId, email: &InboundEmail, results: &[StepResult]) -> 
         if r.summary {
             summary = lines;
         } else {
-            sections.push(Section { title: r.agent.title().to_owned(), lines, failed });
+            sections.push(Section::new(r.agent.title().to_owned(), lines, failed));
         }
     }
     ReplyContent::new(task, email, summary, sections)

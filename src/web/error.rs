@@ -40,6 +40,22 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     }
 
+    /// A failure of some operation: 503 with `Retry-After: 1` when a store error in its chain
+    /// says the database is busy ([`StoreError::is_busy`]), else internal (logged, 500).
+    pub fn from_failure(e: anyhow::Error) -> Self {
+        match e.chain().find_map(|cause| cause.downcast_ref::<StoreError>()) {
+            Some(store) if store.is_busy() => Self::busy(store),
+            _ => Self::internal(format!("{e:#}")),
+        }
+    }
+
+    /// 503: the database could not take the request in time; logged as a warning.
+    fn busy(cause: &StoreError) -> Self {
+        let request_id = super::layers::current_request_id().unwrap_or_default();
+        tracing::warn!(%request_id, error = %cause, "database busy");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "database busy; retry shortly").retry_after(1)
+    }
+
     pub fn unauthorized_admin() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "admin token required: Authorization: Bearer <SWARM_ADMIN_TOKEN>")
             .challenge()
@@ -47,9 +63,13 @@ impl ApiError {
 }
 
 /// A store failure as the client sees it: a missing row is 404, a row in the wrong state or
-/// taken over by another owner 409 (RFC 9110 §15.5.5, §15.5.10); anything else is internal.
+/// taken over by another owner 409 (RFC 9110 §15.5.5, §15.5.10), a busy database 503 with
+/// `Retry-After` (§15.6.4); anything else is internal.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if e.is_busy() {
+            return Self::busy(&e);
+        }
         match e {
             StoreError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, e.to_string()),
             StoreError::Conflict(_) | StoreError::LeaseLost(_) => {

@@ -283,7 +283,7 @@ async fn audit_csv(
         .store
         .for_each_audit(&filter, |r| csv.write(&r).map_err(anyhow::Error::from))
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from_failure)?;
     let body = csv.finish().map_err(ApiError::internal)?;
     Ok((
         [

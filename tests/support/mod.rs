@@ -175,6 +175,21 @@ impl TestApp {
             .expect("request")
     }
 
+    /// Posts `body` (JSON) to `/hooks/{name}` signed with [`SECRET`] as webhook-id `id` at `timestamp`.
+    pub async fn post_hook(&self, name: &str, id: &str, body: &[u8], timestamp: i64) -> reqwest::Response {
+        let signature = sign(&decode_secret(SECRET).expect("secret"), id, timestamp, body);
+        self.http
+            .post(self.url(&format!("/hooks/{name}")))
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn post_signed(&self, body: &[u8], id: &str) -> reqwest::Response {
         self.post_signed_with(body, id, SECRET, chrono::Utc::now().timestamp()).await
     }

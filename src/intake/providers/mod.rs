@@ -20,6 +20,8 @@ use mail_builder::MessageBuilder;
 use mail_builder::headers::raw::Raw;
 use sha2::{Digest, Sha256};
 
+use crate::domain::MessageId;
+
 /// Why a provider request is refused. The message is safe to show the caller: it never holds
 /// a secret or an internal detail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +70,9 @@ pub struct FieldMessage {
     pub text: Option<String>,
     pub html: Option<String>,
     pub attachments: Vec<FieldAttachment>,
+    /// The Message-ID we give the message when its headers carry no usable one (the task hook's
+    /// id from its webhook-id, Postmark's MessageID); else one from a digest of the fields.
+    pub minted_id: Option<MessageId>,
 }
 
 impl FieldMessage {
@@ -90,8 +95,12 @@ impl FieldMessage {
     /// - Header names that are not RFC 5322 §3.6.8 field names are dropped; values are unfolded
     ///   onto one line (CR, LF and NUL become spaces) and written as given, so encoded words stay
     ///   encoded and UTF-8 stays UTF-8 (RFC 6532).
-    /// - A message without a Message-ID gets `<{provider}.{sha256 of the fields}@inbound.invalid>`,
-    ///   stable across redeliveries of the same fields, so retries dedupe.
+    /// - A Message-ID under `inbound.invalid` ([`crate::domain::SYNTHETIC_DOMAIN`]) in the
+    ///   headers is dropped: only we mint those.
+    ///   A message without another one gets [`Self::minted_id`], else
+    ///   `<{provider}.{sha256 of the fields}@inbound.invalid>`, stable across redeliveries of
+    ///   the same fields, so retries dedupe. Every synthetic id in the result is therefore ours
+    ///   (intake trusts it, see [`crate::intake::Source::minted_id`]).
     /// - Bodies become `text/plain` and `text/html` (alternatives when both exist), attachments
     ///   follow as `multipart/mixed`; the encodings are mail-builder's choice.
     pub fn to_rfc5322(&self, provider: &str) -> Vec<u8> {
@@ -104,6 +113,7 @@ impl FieldMessage {
             }
             // mail-builder adds Message-ID and Date itself unless it sees these exact spellings.
             let name: Cow<'static, str> = match lower.as_str() {
+                "message-id" if MessageId::parse(value).is_some_and(|id| id.is_synthetic()) => continue,
                 "message-id" => {
                     has_message_id = true;
                     "Message-ID".into()
@@ -114,8 +124,8 @@ impl FieldMessage {
             builder = builder.header(name, Raw::new(one_line(value)));
         }
         if !has_message_id {
-            builder = builder
-                .header("Message-ID", Raw::new(format!("<{provider}.{}@inbound.invalid>", self.digest())));
+            let id = self.minted_id.clone().unwrap_or_else(|| MessageId::synthetic(provider, &self.digest()));
+            builder = builder.header("Message-ID", Raw::new(id.bracketed()));
         }
         if let Some(text) = &self.text {
             builder = builder.text_body(text.replace("\r\n", "\n"));
@@ -238,6 +248,7 @@ mod tests {
                 content_type: "text/plain".into(),
                 content: b"attached text".to_vec(),
             }],
+            minted_id: None,
         }
     }
 

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use super::{FieldAttachment, FieldMessage, Rejection, unacceptable};
+use crate::domain::MessageId;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -99,7 +100,7 @@ pub fn message(body: &[u8]) -> Result<Inbound, Rejection> {
     }
     if let Some(id) = p.message_id.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
         let safe: String = id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
-        message.add_header_if_missing("Message-ID", Some(&format!("<postmark.{safe}@inbound.invalid>")));
+        message.minted_id = Some(MessageId::synthetic("postmark", &safe));
     }
     message.text = p.text_body.filter(|t| !t.is_empty());
     message.html = p.html_body.filter(|t| !t.is_empty());

@@ -85,7 +85,12 @@ impl SignatureKey {
     }
 }
 
-/// The message of a verified request.
+/// True when the request posts the raw MIME (`email`, "Send Raw" on) rather than parsed fields.
+pub fn carries_raw_mime(form: &Form) -> bool {
+    form.get("email").is_some()
+}
+
+/// The message of a verified request: the raw MIME as posted, or one rebuilt from the fields.
 pub fn message(form: &Form) -> Result<Vec<u8>, Rejection> {
     if let Some(raw) = form.get("email") {
         if raw.bytes.is_empty() {

@@ -72,6 +72,7 @@ impl Provider for Hooks {
             workflow: request.workflow,
             metadata: request.metadata,
             requested: true,
+            minted_id: true,
             ..Converted::default()
         })
     }

@@ -46,6 +46,7 @@ impl<const MIME: bool> Provider for Mailgun<MIME> {
             nonce: Some((message.token, nonce_lifetime(inbound.mailgun_tolerance))),
             new_text: message.stripped_text,
             raw: message.raw,
+            minted_id: !MIME,
             ..Converted::default()
         })
     }

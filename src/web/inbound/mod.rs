@@ -367,6 +367,8 @@ pub(super) struct Converted {
     pub metadata: Option<Value>,
     /// A task request that asks for a reply (see [`Hints::requested`]).
     pub requested: bool,
+    /// The message was rebuilt by us, Message-ID included (see [`Source::minted_id`]).
+    pub minted_id: bool,
 }
 
 impl Converted {
@@ -375,6 +377,7 @@ impl Converted {
             name: &self.source,
             key: self.key.as_deref(),
             nonce: self.nonce.as_ref().map(|(n, keep)| (n.as_str(), *keep)),
+            minted_id: self.minted_id,
             hints: Hints {
                 new_text: self.new_text.as_deref(),
                 workflow: self.workflow.as_deref(),
@@ -450,7 +453,8 @@ pub(super) fn nonce_lifetime(tolerance: Duration) -> Duration {
 
 /// Commits the message and answers `P::ACCEPTED` with its outcome, or `P::replayed()`.
 async fn accept<P: Provider>(state: &AppState, message: &Converted) -> Result<Response, ApiError> {
-    let outcome = state.intake.accept(&message.source(), &message.raw).await.map_err(ApiError::internal)?;
+    let outcome =
+        state.intake.accept(&message.source(), &message.raw).await.map_err(ApiError::from_failure)?;
     let body = match &outcome {
         Outcome::Replayed => return Err(P::replayed()),
         Outcome::Task { message, task } => {

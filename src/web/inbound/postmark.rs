@@ -39,6 +39,7 @@ impl Provider for Postmark {
             raw: message.raw,
             source: "postmark".to_owned(),
             new_text: message.stripped_text,
+            minted_id: true,
             ..Converted::default()
         })
     }

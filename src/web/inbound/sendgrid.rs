@@ -51,6 +51,7 @@ impl Provider for Sendgrid {
             raw,
             source: "sendgrid".to_owned(),
             peer: sendgrid::smtp_peer(&form),
+            minted_id: !sendgrid::carries_raw_mime(&form),
             ..Converted::default()
         })
     }
