@@ -61,6 +61,8 @@ fn main() {
         eprintln!("set SWARM_CORPUS_DIR to the corpus folder (e.g. ../shared/corpus)");
         std::process::exit(2);
     };
+    // Relative to the package root, as the doc line above writes it; the CLI runs elsewhere.
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
     let files = corpus(&root);
     let n = files.len();
     let bytes: usize = files.iter().map(|(_, b)| b.len()).sum();

@@ -50,39 +50,43 @@ pub fn check(raw: &[u8], limits: Limits) -> Result<(), Refusal> {
     walk.message(&rename_types(raw), 1)
 }
 
-/// True when `raw` has a `message` followed by `/` (or a comment) or a `digest` after `/`,
-/// whitespace and line folds allowed in between: something mail-parser could take for an
-/// enclosed message's type. Over-eager on purpose: a false positive only costs the walk.
+/// True when `raw` has something mail-parser could take for an enclosed message's type:
+/// `message/rfc822`, `message/global` or `multipart/digest`'s `/digest`, any case, whitespace and
+/// line folds allowed around the `/`, and any comment next to it counted as a match. Over-eager
+/// on purpose (a false positive only costs the walk); anchored on `/`, which plain text has few of.
 fn may_enclose(raw: &[u8]) -> bool {
-    let next = |from: usize| raw[from..].iter().copied().find(|b| !b.is_ascii_whitespace());
-    let previous = |to: usize| raw[..to].iter().rev().copied().find(|b| !b.is_ascii_whitespace());
-    occurrences(raw, b"message").any(|at| matches!(next(at + 7), Some(b'/' | b'(')))
-        || occurrences(raw, b"digest").any(|at| matches!(previous(at), Some(b'/' | b')')))
-}
-
-/// Starts of the case-insensitive, non-overlapping occurrences of `word` in `raw`.
-fn occurrences<'a>(raw: &'a [u8], word: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        while at + word.len() <= raw.len() {
-            let here = at;
-            if raw[here..here + word.len()].eq_ignore_ascii_case(word) {
-                at += word.len();
-                return Some(here);
-            }
-            at += 1;
-        }
-        None
+    let starts_with =
+        |s: &[u8], word: &[u8]| s.len() >= word.len() && s[..word.len()].eq_ignore_ascii_case(word);
+    raw.iter().enumerate().filter(|(_, b)| **b == b'/').any(|(at, _)| {
+        let before = raw[..at].trim_ascii_end();
+        let after = raw[at + 1..].trim_ascii_start();
+        let after = &after[..after.len().min(8)];
+        let message = before.ends_with(b")")
+            || (before.len() >= 7 && before[before.len() - 7..].eq_ignore_ascii_case(b"message"));
+        (message
+            && (starts_with(after, b"rfc822") || starts_with(after, b"global") || starts_with(after, b"(")))
+            || starts_with(after, b"digest")
     })
 }
 
 /// A copy of `raw` in which every `message` and `digest` (any case) starts with `x` instead.
 fn rename_types(raw: &[u8]) -> Vec<u8> {
     let mut out = raw.to_vec();
-    for word in [b"message".as_slice(), b"digest"] {
-        let starts: Vec<usize> = occurrences(raw, word).collect();
-        for at in starts {
+    let mut at = 0;
+    while at < out.len() {
+        let word: &[u8] = match out[at] | 0x20 {
+            b'm' => b"message",
+            b'd' => b"digest",
+            _ => {
+                at += 1;
+                continue;
+            }
+        };
+        if out.len() - at >= word.len() && out[at..at + word.len()].eq_ignore_ascii_case(word) {
             out[at] = b'x';
+            at += word.len();
+        } else {
+            at += 1;
         }
     }
     out
@@ -206,7 +210,9 @@ mod tests {
     #[test]
     fn plain_mail_is_not_walked() {
         assert!(!may_enclose(b"From: a@x.org\r\nMessage-ID: <a@x>\r\n\r\nThis message is a digest of news."));
+        assert!(!may_enclose(b"Content-Type: message/delivery-status\r\n\r\nsee https://x.org/a"));
         assert!(may_enclose(b"Content-Type: Message /\r\n rfc822"));
+        assert!(may_enclose(b"Content-Type: message/(comment)global"));
         assert!(may_enclose(b"Content-Type: multipart/ DIGEST; boundary=x"));
     }
 
