@@ -61,6 +61,11 @@ async fn a_huge_one_line_mail_and_a_huge_hook_get_replies_within_the_cap() {
     );
     let (task, _) = app.post_and_wait(mail.as_bytes(), "msg_huge", Duration::from_secs(60)).await;
     let reply = reply_of(&app, task).await;
+    eprintln!(
+        "4 MB one-line mail: {}-byte reply, longest header line {}",
+        reply.len(),
+        longest_header_line(&reply)
+    );
     assert!(reply.len() <= cap, "a {}-byte reply", reply.len());
     assert!(longest_header_line(&reply) <= 998, "a {}-octet header line", longest_header_line(&reply));
 
@@ -73,6 +78,7 @@ async fn a_huge_one_line_mail_and_a_huge_hook_get_replies_within_the_cap() {
     let task = body["task_id"].as_i64().expect("task");
     app.wait_finished_within(task, Duration::from_secs(120)).await;
     let reply = reply_of(&app, task).await;
+    eprintln!("20 MB hook text: {}-byte reply", reply.len());
     assert!(reply.len() <= cap, "a {}-byte reply", reply.len());
     app.stop().await;
 }
