@@ -1,5 +1,8 @@
 //! Builds everything from [`Settings`], binds the HTTP port, spawns the workers, and shuts down
-//! gracefully: the listener stops accepting, each worker finishes the item in hand.
+//! gracefully: the listener stops accepting, each worker finishes the item in hand within
+//! `SWARM_SHUTDOWN_GRACE_SECS`, and what is still unfinished then has its leases expired so
+//! another instance takes it at once. At start, a `serve` takes back the claims its previous run
+//! (same instance name) left behind.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +41,8 @@ pub struct App {
     pub imap: Vec<Arc<ImapIntake>>,
     /// The LLM endpoint (unless `LLM_BASE_URL` is unset).
     pub llm: Option<LlmClient>,
+    /// This instance's name on every lease it holds (see [`instance_id`]).
+    pub instance: String,
 }
 
 /// The LLM endpoint (when configured) and the workflows: `SWARM_WORKFLOWS` or the built-in ones.
@@ -56,10 +61,27 @@ fn workflows(settings: &Settings, clock: &Arc<dyn Clock>) -> Result<(Option<Llm>
     Ok((llm, catalogue))
 }
 
-/// A unique name for this process's leases.
-fn owner_name() -> String {
+/// This instance's name on its leases: `SWARM_INSTANCE_ID`, else `<host>-<8 hex>` of a hash of
+/// the database location and `listen` (the bound HTTP address), so a restarted `serve` gets the
+/// name of its previous run (and takes back its claims at once) while two instances on one host,
+/// which cannot listen on one address, never share one. Without a listener (`ingest`, tests of
+/// the bare app) the process id and a random number stand in for the address: such an app never
+/// takes back claims, and two in one process stay apart.
+fn instance_id(settings: &Settings, listen: Option<SocketAddr>) -> String {
+    use sha2::{Digest, Sha256};
+    if let Some(id) = &settings.instance_id {
+        return id.clone();
+    }
     let host = gethostname::gethostname().to_string_lossy().into_owned();
-    format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>())
+    let place = match listen {
+        Some(addr) => format!("listen {addr}"),
+        None => format!("process {} {:08x}", std::process::id(), rand::random::<u32>()),
+    };
+    let mut hash = Sha256::new();
+    hash.update(settings.database_url.expose_secret().as_bytes());
+    hash.update(b"\n");
+    hash.update(place.as_bytes());
+    format!("{host}-{}", &hex::encode(hash.finalize())[..8])
 }
 
 impl App {
@@ -71,13 +93,19 @@ impl App {
 
     /// Like [`Self::build`], with every timestamp, lease, retry and window read from `clock`.
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self> {
+        let instance = instance_id(&settings, None);
+        Self::build_as(settings, clock, instance).await
+    }
+
+    /// Like [`Self::build_with_clock`], holding leases as `instance`.
+    async fn build_as(settings: Settings, clock: Arc<dyn Clock>, instance: String) -> Result<Self> {
         let store = Store::connect(settings.database_url.expose_secret(), &settings.db)
             .await?
             .with_clock(clock.clone());
         store.migrate().await?;
         let templates = Arc::new(Templates::load(&settings.templates_dir, settings.max_reply_bytes)?);
         let transport = Transport::from_settings(&settings.smtp)?;
-        let owner = owner_name();
+        let owner = instance.clone();
         let (llm, catalogue) = workflows(&settings, &clock)?;
         let orchestrator = Orchestrator::new(
             store.clone(),
@@ -138,6 +166,7 @@ impl App {
             outbox_wake: Arc::new(Notify::new()),
             imap,
             llm: llm.map(|l| l.client),
+            instance,
         })
     }
 
@@ -169,8 +198,9 @@ impl Application {
     /// Like [`Self::build`], with time read from `clock`.
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self> {
         let addr = settings.http_addr;
-        let app = App::build_with_clock(settings, clock).await?;
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let instance = instance_id(&settings, Some(listener.local_addr()?));
+        let app = App::build_as(settings, clock, instance).await?;
         Ok(Self { app, listener })
     }
 
@@ -205,6 +235,7 @@ impl Application {
         state.llm = app.llm.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
         let poll = s.poll_interval;
+        app.take_back_claims().await?;
 
         // Several task workers: each claims its own task under a lease, so they never collide.
         let mut handles: Vec<tokio::task::JoinHandle<()>> = (0..s.task_workers.max(1))
@@ -250,12 +281,40 @@ impl Application {
         }
         handles.push(tokio::spawn(crate::scheduler::run(app.store.clone(), stop_rx)));
 
-        info!(addr = %listener.local_addr()?, "serving");
+        info!(addr = %listener.local_addr()?, instance = %app.instance, "serving");
         web::serve::serve(listener, web::router(state), app.settings.http_limits, shutdown).await;
-        info!("shutting down: finishing work in hand");
         let _ = stop_tx.send(true);
-        for handle in handles {
-            let _ = handle.await;
+        app.wind_down(handles).await
+    }
+}
+
+impl App {
+    /// What a previous run under this instance's name had in hand becomes claimable now, not
+    /// when its leases run out.
+    async fn take_back_claims(&self) -> Result<()> {
+        let taken =
+            self.store.expire_leases(&self.instance, "restart: this instance's earlier claims").await?;
+        if taken.total() > 0 {
+            info!(instance = %self.instance, tasks = taken.tasks, deliveries = taken.deliveries,
+                  mailboxes = taken.mailboxes, "took back the claims of this instance's previous run");
+        }
+        Ok(())
+    }
+
+    /// Waits for the stopped workers up to `SWARM_SHUTDOWN_GRACE_SECS`; then stops what is left
+    /// and lets its leases expire, so another instance takes the work at once.
+    async fn wind_down(&self, workers: Vec<tokio::task::JoinHandle<()>>) -> Result<()> {
+        let grace = self.settings.shutdown_grace;
+        info!(grace_secs = grace.as_secs(), "shutting down: finishing work in hand");
+        let aborts: Vec<_> = workers.iter().map(|h| h.abort_handle()).collect();
+        if tokio::time::timeout(grace, futures_util::future::join_all(workers)).await.is_err() {
+            aborts.iter().for_each(tokio::task::AbortHandle::abort);
+            let handed = self.store.expire_leases(&self.instance, "shutdown: grace period passed").await?;
+            info!(
+                tasks = handed.tasks,
+                deliveries = handed.deliveries,
+                "work not finished in time handed on"
+            );
         }
         Ok(())
     }

@@ -88,7 +88,7 @@ fn imap_settings(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<imap::Setti
             Some(v) => bail!("IMAP_MODE={v:?} must be idle or poll"),
         },
         poll_interval: seconds("IMAP_POLL_INTERVAL", 60)?,
-        lease: seconds("IMAP_LEASE_SECS", 120)?,
+        lease: seconds("IMAP_LEASE_SECS", 30)?,
         health_max_age: seconds("IMAP_HEALTH_MAX_AGE", 600)?,
         command_timeout: seconds("IMAP_COMMAND_TIMEOUT", 60)?,
     };
@@ -250,8 +250,14 @@ pub struct Settings {
     /// Bearer token for pages showing mail content and for /audit.csv.
     pub admin_token: Option<SecretString>,
     pub mime_limits: MimeLimits,
-    /// How long a worker owns a claimed task or delivery before another may take it.
+    /// How long a worker owns a claimed task or delivery before another may take it; renewed
+    /// every third of it while the work is in hand (`SWARM_LEASE_SECS`, default 30).
     pub lease: Duration,
+    /// `SWARM_INSTANCE_ID`: this instance's name on its leases; unset derives one from the host,
+    /// the database and the listen address.
+    pub instance_id: Option<String>,
+    /// `SWARM_SHUTDOWN_GRACE_SECS` (default 25): how long a shutdown waits for work in hand.
+    pub shutdown_grace: Duration,
     /// How often idle workers look for work they were not told about.
     pub poll_interval: Duration,
     /// Task workers per instance, each running one task at a time.
@@ -483,7 +489,9 @@ impl Settings {
                 max_depth: number("SWARM_MAX_MIME_DEPTH", defaults.max_depth as u64)? as usize,
                 max_parts: number("SWARM_MAX_MIME_PARTS", defaults.max_parts as u64)? as usize,
             },
-            lease: Duration::from_secs(number("SWARM_LEASE_SECS", 300)?),
+            lease: Duration::from_secs(number("SWARM_LEASE_SECS", 30)?.max(1)),
+            instance_id: get("SWARM_INSTANCE_ID").map(|id| id.trim().to_owned()).filter(|id| !id.is_empty()),
+            shutdown_grace: Duration::from_secs(number("SWARM_SHUTDOWN_GRACE_SECS", 25)?),
             poll_interval: Duration::from_millis(number("SWARM_POLL_INTERVAL_MS", 1000)?),
             task_workers: number("SWARM_TASK_WORKERS", 2)? as usize,
             log_filter: text("SWARM_LOG", "info"),

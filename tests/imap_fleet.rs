@@ -39,7 +39,7 @@ async fn two_instances_share_a_mailbox_and_survive_the_reader_being_killed() {
     let mut fleet = Fleet::start(Path::new(env!("CARGO_BIN_EXE_swarm-director")), dir.path(), &url, 2, &env);
     let key = format!("imap://{user}@127.0.0.1:{}/INBOX", server.port);
 
-    // Which instance reads the mailbox: its pid is part of the lease owner's name.
+    // Which instance reads the mailbox: instance N holds its leases as `fleet-N`.
     let holder = wait_until(Duration::from_secs(20), || async {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();
@@ -51,7 +51,7 @@ async fn two_instances_share_a_mailbox_and_survive_the_reader_being_killed() {
                 .await
                 .ok()??;
         let owner = owner?;
-        (0..2).find(|&i| fleet.pid(i).is_some_and(|pid| owner.contains(&format!(":{pid}:"))))
+        (0..2).find(|&i| owner == format!("fleet-{i}"))
     })
     .await
     .expect("one instance holds the mailbox");

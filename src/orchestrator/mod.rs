@@ -25,7 +25,7 @@ use stage::TaskState;
 use crate::agents::Agent;
 use crate::domain::{EmailAddress, InboundEmail, Routing};
 use crate::mail::compose::Templates;
-use crate::store::{ClaimedTask, Store};
+use crate::store::{ClaimedTask, Leased, Store, StoreError};
 
 /// Longest a single step may run unless its workflow says otherwise.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -92,6 +92,11 @@ impl TaskError {
     }
 }
 
+/// True when a store error in `e`'s chain says the lease is another owner's now.
+fn is_lease_lost(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref::<StoreError>(), Some(StoreError::LeaseLost(_))))
+}
+
 impl From<anyhow::Error> for TaskError {
     fn from(e: anyhow::Error) -> Self {
         Self::Retry(e)
@@ -139,13 +144,31 @@ impl Orchestrator {
     }
 
     /// Claims and runs the next task. `Ok(false)` when there was none.
+    ///
+    /// The task's lease is renewed every lease/3 while it runs; when a renewal finds it gone,
+    /// the run is dropped where it is (its agents' calls cancelled) and nothing more is written,
+    /// and every write of the run is fenced on the lease, so a task is never run to completion
+    /// twice at once.
     pub async fn run_next(&self) -> Result<bool> {
         let Some(task) = self.store.claim_task(&self.owner, self.lease).await? else {
             return Ok(false);
         };
         let id = task.id;
-        match self.run(task).await {
+        let mut heartbeat = self.store.heartbeat(Leased::Task(id), &self.owner, self.lease);
+        let outcome = tokio::select! {
+            outcome = self.run(task) => outcome,
+            () = heartbeat.lost() => {
+                warn!(task_id = id.0, "lease lost while running: stopped, another worker owns the task");
+                return Ok(true);
+            }
+        };
+        drop(heartbeat);
+        match outcome {
             Ok(()) => Ok(true),
+            Err(TaskError::Retry(e)) if is_lease_lost(&e) => {
+                warn!(task_id = id.0, error = %format!("{e:#}"), "lease lost: stopped before writing");
+                Ok(true)
+            }
             Err(TaskError::Fail(e)) => {
                 warn!(task_id = id.0, error = %format!("{e:#}"), "task failed");
                 self.store.fail_task(id, &self.owner, &format!("{e:#}")).await?;
@@ -165,7 +188,7 @@ impl Orchestrator {
         let mut workflow_name = task.workflow.clone();
         if task.routing == Routing::AskDirector {
             let (chosen, reason) = self.direct(&mut state).await?;
-            self.store.route_task(task.id, &chosen, &reason).await?;
+            self.store.route_task(task.id, &self.owner, &chosen, &reason).await?;
             workflow_name = chosen;
         }
         let workflow = self
@@ -197,6 +220,7 @@ impl Orchestrator {
         };
         Ok(TaskState {
             task_id: task.id.0,
+            owner: self.owner.clone(),
             attempt: task.attempts,
             email,
             received_at,

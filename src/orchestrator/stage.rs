@@ -20,6 +20,8 @@ use crate::store::{NewStep, StepOutcome, Store};
 /// Everything a task's run has gathered so far.
 pub struct TaskState {
     pub task_id: i64,
+    /// The lease owner running the task: every write of the run is fenced on it.
+    pub owner: String,
     pub attempt: i64,
     pub email: InboundEmail,
     pub received_at: DateTime<Utc>,
@@ -128,7 +130,7 @@ pub async fn run_recorded(store: &Store, state: &mut TaskState, jobs: &[Job]) ->
             input: &job.input,
         })
         .collect();
-    let ids = store.start_steps(state.task_id, state.attempt, &new_steps).await?;
+    let ids = store.start_steps(state.task_id, &state.owner, state.attempt, &new_steps).await?;
     state.position += jobs.len();
     let clock = store.clock().as_ref();
     let runs = futures_util::future::join_all(jobs.iter().map(|job| async move {
@@ -150,7 +152,7 @@ pub async fn run_recorded(store: &Store, state: &mut TaskState, jobs: &[Job]) ->
             usage: run.usage.as_ref(),
         })
         .collect();
-    store.finish_steps(state.task_id, &recorded).await?;
+    store.finish_steps(state.task_id, &state.owner, &recorded).await?;
     Ok(runs)
 }
 

@@ -10,7 +10,7 @@ use rand::Rng;
 use tracing::{info, warn};
 
 use crate::mail::transport::Transport;
-use crate::store::{CapScope, ClaimedDelivery, Store, timestamp};
+use crate::store::{CapScope, ClaimedDelivery, Leased, Store, timestamp};
 
 /// The wait after failed attempt number `attempt` (1-based): the schedule's entry, ±20 % jitter
 /// so deliveries that failed together do not retry together. `None` once the schedule is used up.
@@ -103,11 +103,15 @@ impl Outbox {
             self.store.delivery_held(&d, &self.owner, &why).await?;
             return Ok(true);
         }
-        match self
-            .transport
-            .send(d.task_id, &d.message_id, &d.envelope_from, &d.envelope_to, &d.payload)
-            .await
-        {
+        // The lease is renewed while the relay talks; when it is lost, this attempt stops
+        // unrecorded and the worker that claimed the delivery since then records its own.
+        let mut heartbeat = self.store.heartbeat(Leased::Delivery(d.id), &self.owner, self.lease);
+        let sent = tokio::select! {
+            sent = self.transport.send(d.task_id, &d.message_id, &d.envelope_from, &d.envelope_to, &d.payload) => sent,
+            () = heartbeat.lost() => return Ok(true),
+        };
+        drop(heartbeat);
+        match sent {
             Ok(location) => {
                 info!(delivery = d.id.0, message_id = %d.message_id, %location, "delivered");
                 self.store.delivery_succeeded(&d, &self.owner, &location).await?;

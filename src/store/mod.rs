@@ -14,7 +14,7 @@
 //! order without deadlocks. Migrations: `migrations/sqlite`, `migrations/postgres`.
 //!
 //! One file per aggregate: [`messages`], [`tasks`], [`outbox`], [`suppressions`], [`mailboxes`],
-//! [`audit`], [`reports`]; [`dialect`] holds what differs between the backends. Business rules
+//! [`audit`], [`reports`], and [`leases`] (heartbeats, fences) across them; [`dialect`] holds what differs between the backends. Business rules
 //! (who joins a conversation, what a bounce means) are decided by the callers' domain modules;
 //! this module only stores what they decided.
 
@@ -48,6 +48,7 @@ macro_rules! select_task_rows {
 mod audit;
 mod dialect;
 mod error;
+mod leases;
 mod mailboxes;
 mod messages;
 mod outbox;
@@ -58,6 +59,7 @@ mod tasks;
 pub use audit::AuditFilter;
 pub use dialect::timestamp;
 pub use error::{Result, StoreError};
+pub use leases::{Expired, Heartbeat, Leased};
 pub use mailboxes::MailboxState;
 pub use messages::{Disposition, MessageRow, NewMessage, Nonce};
 pub use outbox::{CapScope, ClaimedDelivery, DeliveryRow, NewDelivery, OwnedDelivery};

@@ -245,12 +245,14 @@ impl Store {
     pub async fn start_steps(
         &self,
         task: impl Into<TaskId>,
+        owner: &str,
         attempt: i64,
         steps: &[NewStep<'_>],
     ) -> Result<Vec<i64>> {
         let task = task.into().0;
         let now = self.now();
         let mut tx = self.begin().await?;
+        self.fence_task(&mut tx, task, owner).await?;
         let mut ids = Vec::with_capacity(steps.len());
         let mut events = Vec::with_capacity(steps.len());
         for s in steps {
@@ -277,11 +279,18 @@ impl Store {
         Ok(ids)
     }
 
-    /// Records the outcomes of one stage's steps, in one transaction.
-    pub async fn finish_steps(&self, task: impl Into<TaskId>, outcomes: &[StepOutcome<'_>]) -> Result<()> {
+    /// Records the outcomes of one stage's steps, in one transaction. `LeaseLost`, writing
+    /// nothing, when `owner` no longer holds the task.
+    pub async fn finish_steps(
+        &self,
+        task: impl Into<TaskId>,
+        owner: &str,
+        outcomes: &[StepOutcome<'_>],
+    ) -> Result<()> {
         let task = task.into().0;
         let now = self.now();
         let mut tx = self.begin().await?;
+        self.fence_task(&mut tx, task, owner).await?;
         let mut events = Vec::with_capacity(outcomes.len());
         for o in outcomes {
             let (status, output, error) = match o.outcome {
@@ -323,10 +332,18 @@ impl Store {
         self.commit_audited(tx, events).await
     }
 
-    /// Sets the workflow a director chose for `task`, audited with the reason.
-    pub async fn route_task(&self, task: impl Into<TaskId>, workflow: &str, reason: &str) -> Result<()> {
+    /// Sets the workflow a director chose for `task`, audited with the reason. `LeaseLost`,
+    /// writing nothing, when `owner` no longer holds the task.
+    pub async fn route_task(
+        &self,
+        task: impl Into<TaskId>,
+        owner: &str,
+        workflow: &str,
+        reason: &str,
+    ) -> Result<()> {
         let task = task.into().0;
         let mut tx = self.begin().await?;
+        self.fence_task(&mut tx, task, owner).await?;
         sqlx::query("UPDATE tasks SET workflow = $1, routing = $2, updated_at = $3 WHERE id = $4")
             .bind(workflow)
             .bind(Routing::Director.as_str())

@@ -14,6 +14,10 @@ pub struct Fleet {
     children: Vec<Option<Child>>,
     pub ports: Vec<u16>,
     pub logs: Vec<PathBuf>,
+    binary: PathBuf,
+    dir: PathBuf,
+    url: String,
+    env: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -42,35 +46,53 @@ pub fn command(binary: &Path, dir: &Path, url: &str, env: &[(&str, &str)]) -> Co
 
 impl Fleet {
     /// Starts `n` instances of `serve` sharing `url` and the folder `dir`, each on its own port,
-    /// stderr to `dir/instance-N.log`; returns once every one answers /health (20 s at most).
+    /// stderr to `dir/instance-N.log`, instance N named `fleet-N` (`SWARM_INSTANCE_ID`) unless
+    /// `env` names one (an empty value: the derived default); returns once every one accepts
+    /// connections (20 s at most).
     pub fn start(binary: &Path, dir: &Path, url: &str, n: usize, env: &[(&str, &str)]) -> Self {
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let logs: Vec<PathBuf> = (0..n).map(|i| dir.join(format!("instance-{i}.log"))).collect();
-        let children = ports
-            .iter()
-            .zip(&logs)
-            .map(|(port, log)| {
-                let log = std::fs::File::create(log).expect("log file");
-                Some(
-                    command(binary, dir, url, env)
-                        .arg("serve")
-                        .env("SWARM_HTTP_ADDR", format!("127.0.0.1:{port}"))
-                        .stdout(Stdio::null())
-                        .stderr(log)
-                        .spawn()
-                        .expect("instance starts"),
-                )
-            })
-            .collect();
-        let fleet = Self { children, ports, logs };
-        for port in &fleet.ports {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
-                assert!(Instant::now() < deadline, "instance on port {port} did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        let mut fleet = Self {
+            children: (0..n).map(|_| None).collect(),
+            ports: (0..n).map(|_| free_port()).collect(),
+            logs: (0..n).map(|i| dir.join(format!("instance-{i}.log"))).collect(),
+            binary: binary.to_owned(),
+            dir: dir.to_owned(),
+            url: url.to_owned(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        for i in 0..n {
+            fleet.spawn(i);
         }
         fleet
+    }
+
+    /// Starts instance `i` again on its port, with its name (after [`Self::kill`]); returns once
+    /// it accepts connections. Its log is appended to.
+    pub fn restart(&mut self, i: usize) {
+        self.spawn(i);
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.logs[i]).expect("log file");
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut cmd = command(&self.binary, &self.dir, &self.url, &env);
+        if !self.env.iter().any(|(k, _)| k == "SWARM_INSTANCE_ID") {
+            cmd.env("SWARM_INSTANCE_ID", format!("fleet-{i}"));
+        }
+        let port = self.ports[i];
+        let child = cmd
+            .arg("serve")
+            .env("SWARM_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("instance starts");
+        self.children[i] = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "instance on port {port} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL, no goodbye.

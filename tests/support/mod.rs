@@ -106,6 +106,8 @@ pub fn settings(dir: &Path, database_url: &str, extra: &[(&str, &str)]) -> Setti
 
 pub struct TestApp {
     pub base: String,
+    /// The database the app runs on (a fresh one unless `extra` named a `DATABASE_URL`).
+    pub database_url: String,
     pub dir: tempfile::TempDir,
     pub store: Store,
     pub http: reqwest::Client,
@@ -124,7 +126,10 @@ impl TestApp {
     /// instead of sleeping).
     pub async fn spawn_with_clock(db: Db, extra: &[(&str, &str)], clock: Arc<dyn Clock>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = db.fresh_url(dir.path()).await;
+        let url = match extra.iter().find(|(k, v)| *k == "DATABASE_URL" && !v.is_empty()) {
+            Some((_, given)) => given.to_string(),
+            None => db.fresh_url(dir.path()).await,
+        };
         let settings = settings(dir.path(), &url, extra);
         let app = Application::build_with_clock(settings, clock).await.expect("app builds");
         let base = format!("http://{}", app.local_addr());
@@ -137,7 +142,15 @@ impl TestApp {
             .expect("server runs");
         });
         let store = Store::connect(&url, &Default::default()).await.expect("test store");
-        Self { base, dir, store, http: reqwest::Client::new(), stop: Some(tx), server: Some(server) }
+        Self {
+            base,
+            database_url: url,
+            dir,
+            store,
+            http: reqwest::Client::new(),
+            stop: Some(tx),
+            server: Some(server),
+        }
     }
 
     /// Graceful shutdown; waits for the workers to stop.
