@@ -147,13 +147,7 @@ mod tests {
             "Afwezig: Re: bestelling",
             "Resposta automática: pedido",
             "Fora do escritório: Re: fatura",
-        ] {
-            let raw = format!("From: ann@x.org\r\nSubject: {subject}\r\n\r\nI am away until Monday.");
-            let refused = verdict(&raw).expect_err(subject);
-            assert!(refused.contains("auto-reply subject"), "{subject}: {refused}");
-        }
-        // As mail clients send them: encoded words (RFC 2047) in UTF-8 and Latin-1.
-        for subject in [
+            // As mail clients send them: encoded words (RFC 2047) in UTF-8 and Latin-1.
             "=?utf-8?q?R=C3=A9ponse_automatique_:_facture?=",
             "=?iso-8859-1?q?Fora_do_escrit=F3rio:_Re:_fatura?=",
             "=?utf-8?b?UmVzcHVlc3RhIGF1dG9tw6F0aWNhOiBjb25zdWx0YQ==?=",
