@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::agents::llm::{LlmClient, Prompts};
 use crate::config::Settings;
@@ -99,6 +99,8 @@ impl App {
 
     /// Like [`Self::build_with_clock`], holding leases as `instance`.
     async fn build_as(settings: Settings, clock: Arc<dyn Clock>, instance: String) -> Result<Self> {
+        // Installed before anything is counted: what is recorded before the recorder is lost.
+        web::metrics::handle();
         let store = Store::connect(settings.database_url.expose_secret(), &settings.db)
             .await?
             .with_clock(clock.clone());
@@ -279,7 +281,12 @@ impl Application {
                 stop_rx.clone(),
             )));
         }
-        handles.push(tokio::spawn(crate::scheduler::run(app.store.clone(), stop_rx)));
+        handles.push(tokio::spawn(crate::scheduler::run(app.jobs(), stop_rx.clone())));
+        if let Some(addr) = s.ops.metrics_addr {
+            handles.push(metrics_listener(addr, state.clone(), s.http_limits, stop_rx.clone()).await?);
+        }
+        state.workers_started.store(true, std::sync::atomic::Ordering::Release);
+        warn_if_open(s);
 
         info!(addr = %listener.local_addr()?, instance = %app.instance, "serving");
         web::serve::serve(listener, web::router(state), app.settings.http_limits, shutdown).await;
@@ -288,7 +295,55 @@ impl Application {
     }
 }
 
+/// Serves `/metrics` alone on `addr` (`SWARM_METRICS_ADDR`) until `stop` changes.
+async fn metrics_listener(
+    addr: SocketAddr,
+    state: AppState,
+    limits: web::serve::Limits,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener =
+        TcpListener::bind(addr).await.with_context(|| format!("binding SWARM_METRICS_ADDR {addr}"))?;
+    info!(addr = %listener.local_addr()?, "serving /metrics");
+    let router = web::metrics_router(state);
+    Ok(tokio::spawn(web::serve::serve(listener, router, limits, async move {
+        let _ = stop.changed().await;
+    })))
+}
+
+/// A listener reachable from other hosts without `SWARM_ADMIN_TOKEN` shows mail to anyone.
+fn warn_if_open(s: &Settings) {
+    if s.admin_token.is_none() && !s.http_addr.ip().is_loopback() {
+        warn!(
+            addr = %s.http_addr,
+            "SWARM_HTTP_ADDR is not a loopback address and SWARM_ADMIN_TOKEN is unset: the pages, \
+             the task API and /metrics are open to anyone who reaches this port"
+        );
+    }
+}
+
 impl App {
+    /// What the scheduled jobs run with.
+    pub fn jobs(&self) -> crate::scheduler::JobContext {
+        let llm_open: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>> = self.llm.clone().map(|llm| {
+            let open = move || match llm.breaker_state() {
+                crate::agents::llm::breaker::BreakerState::Open { retry_in_ms } => Some(format!(
+                    "the LLM circuit breaker is open (next probe in {} s): LLM steps run their local fallbacks",
+                    retry_in_ms / 1000
+                )),
+                _ => None,
+            };
+            Arc::new(open) as Arc<dyn Fn() -> Option<String> + Send + Sync>
+        });
+        crate::scheduler::JobContext {
+            store: self.store.clone(),
+            settings: self.settings.ops.jobs.clone(),
+            owner: self.instance.clone(),
+            llm_open,
+            outbox_wake: self.outbox_wake.clone(),
+        }
+    }
+
     /// What a previous run under this instance's name had in hand becomes claimable now, not
     /// when its leases run out.
     async fn take_back_claims(&self) -> Result<()> {

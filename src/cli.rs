@@ -11,10 +11,10 @@ use anyhow::{Context, Result};
 use secrecy::ExposeSecret;
 
 use crate::app::{App, Application};
-use crate::audit::{ChainVerifier, CsvExport};
+use crate::audit::CsvExport;
 use crate::config::Settings;
 use crate::intake::Source;
-use crate::reports::{outcome_details, parse_bound, task_report};
+use crate::reports::{outcome_details, parse_bound, task_report, verify_audit};
 use crate::store::{AuditFilter, Store, StoreError};
 
 /// The exit code of a failed command (sysexits(3)): 66 (`EX_NOINPUT`) when what it names does
@@ -116,18 +116,7 @@ pub async fn audit_export(
 /// `audit verify`: checks the hash chain; exit 1 naming the first bad record.
 pub async fn audit_verify(settings: Settings) -> Result<ExitCode> {
     let store = open(&settings).await?;
-    let mut verifier = ChainVerifier::default();
-    let mut broken = None;
-    store
-        .for_each_audit(&AuditFilter::default(), |r| -> Result<()> {
-            if broken.is_none() {
-                broken = verifier.push(&r).err();
-            }
-            Ok(())
-        })
-        .await?;
-    let (head_seq, head_hash) = store.audit_head().await?;
-    match broken.map(Err).unwrap_or_else(|| verifier.finish(head_seq, &head_hash)) {
+    match verify_audit(&store).await? {
         Ok(n) => {
             println!("audit log intact: {n} records");
             Ok(ExitCode::SUCCESS)
@@ -137,6 +126,66 @@ pub async fn audit_verify(settings: Settings) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `backup PATH`: an online copy of the SQLite database (while `serve` runs), then checked:
+/// `PRAGMA integrity_check` and the audit chain on the copy. Prints one line per step; exit 1
+/// when a check fails (the copy is kept for inspection), 65 on PostgreSQL or an existing PATH.
+pub async fn backup(settings: Settings, path: PathBuf) -> Result<ExitCode> {
+    let store = open(&settings).await?;
+    let begun = std::time::Instant::now();
+    store.backup_into(&path).await?;
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!("copied to {}: {bytes} bytes in {} ms", path.display(), begun.elapsed().as_millis());
+    let copy = Store::connect(&format!("sqlite://{}", path.display()), &settings.db).await?;
+    let integrity = copy.integrity_check().await?;
+    let chain = verify_audit(&copy).await?;
+    let tasks = copy.overview(0).await?.tasks_by_status.iter().map(|(_, n)| n).sum::<i64>();
+    match (&integrity, &chain) {
+        (Ok(()), Ok(records)) => {
+            println!("integrity_check: ok");
+            println!("audit log intact: {records} records; {tasks} tasks");
+            println!("backup done in {} ms", begun.elapsed().as_millis());
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            println!("integrity_check: {}", integrity.err().unwrap_or_else(|| "ok".into()));
+            println!(
+                "audit log: {}",
+                chain.map_or_else(|e| format!("BROKEN: {e}"), |n| format!("intact: {n} records"))
+            );
+            println!("backup FAILED its checks; the copy is left at {} for inspection", path.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `job list`: `NAME<TAB>SCHEDULE<TAB>STATE<TAB>LAST RUN<TAB>ABOUT`; STATE is `on` or why it
+/// is off, LAST RUN `<status> <started_at> <note>` or `-`.
+pub async fn job_list(settings: Settings) -> Result<ExitCode> {
+    let store = open(&settings).await?;
+    let last = store.last_job_runs().await?;
+    let jobs = &settings.ops.jobs;
+    for job in crate::scheduler::JOBS {
+        let state = (job.disabled)(jobs).map_or_else(|| "on".to_owned(), |why| format!("off: {why}"));
+        let run = last.iter().find(|r| r.job == job.name).map_or_else(
+            || "-".to_owned(),
+            |r| format!("{} {} {}", r.status, r.started_at, r.note.as_deref().unwrap_or_default()),
+        );
+        println!("{}\t{}\t{state}\t{run}\t{}", job.name, job.schedule_in(jobs), job.about);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `job run NAME`: runs the job now, even when its setting leaves it off on the schedule, and
+/// prints what it reported; the outbox sends any mail it queued (here, before exiting).
+pub async fn job_run(settings: Settings, name: String) -> Result<ExitCode> {
+    crate::scheduler::job(&name)?;
+    let app = App::build(settings).await?;
+    let note = crate::scheduler::run_now(&app.jobs(), &name).await?;
+    println!("{name}: {note}");
+    app.drain().await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `quarantine list`: `ID<TAB>RECEIVED<TAB>SOURCE<TAB>BYTES<TAB>REASON`, newest first.

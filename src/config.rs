@@ -23,6 +23,9 @@ use crate::store::DbOptions;
 use crate::web::inbound::{self, Endpoint};
 use crate::web::serve::Limits as HttpLimits;
 
+mod ops;
+pub use ops::{IpNet, OpsSettings};
+
 /// Parses `IMAP_URL` and friends, one entry per mailbox of the comma-separated `IMAP_MAILBOX`
 /// (default `INBOX`). `imaps://host[:993]` is TLS from the start; `imap://host[:143]` upgrades
 /// with STARTTLS when the server offers it, and sends the password in clear text only to a
@@ -262,6 +265,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Task workers per instance, each running one task at a time.
     pub task_workers: usize,
+    /// Metrics listener, scheduled jobs, trusted proxies.
+    pub ops: OpsSettings,
     /// tracing EnvFilter directives, e.g. `info` or `swarm_director=debug`.
     pub log_filter: String,
     /// `text` or `json`.
@@ -417,6 +422,14 @@ fn inbound_settings(get: Lookup<'_>, number: Number<'_>) -> Result<inbound::Sett
     })
 }
 
+/// `SWARM_HTTP_HEADER_TIMEOUT_SECS` (default 10) and `SWARM_HTTP_MAX_CONNECTIONS` (512).
+fn http_limits(number: &dyn Fn(&str, u64) -> Result<u64>) -> Result<HttpLimits> {
+    Ok(HttpLimits {
+        header_timeout: Duration::from_secs(number("SWARM_HTTP_HEADER_TIMEOUT_SECS", 10)?.max(1)),
+        max_connections: number("SWARM_HTTP_MAX_CONNECTIONS", 512)?.max(1) as usize,
+    })
+}
+
 impl Settings {
     /// Reads `.env` (if any) and the process environment.
     ///
@@ -456,15 +469,20 @@ impl Settings {
             bail!("SWARM_LOG_FORMAT={log_format:?} must be text or json");
         }
         let defaults = MimeLimits::default();
+        let imap = imap_settings(&get)?;
+        let ops = ops::ops_settings(
+            &get,
+            &number,
+            &from_address,
+            http_addr,
+            imap.first().map(|i| i.health_max_age),
+        )?;
 
         Ok(Self {
             database_url: SecretString::from(text("DATABASE_URL", "sqlite://data/swarm.db")),
             db: db_options(&get, &number)?,
             http_addr,
-            http_limits: HttpLimits {
-                header_timeout: Duration::from_secs(number("SWARM_HTTP_HEADER_TIMEOUT_SECS", 10)?.max(1)),
-                max_connections: number("SWARM_HTTP_MAX_CONNECTIONS", 512)?.max(1) as usize,
-            },
+            http_limits: http_limits(&number)?,
             smtp: SmtpSettings {
                 url: get("SMTP_URL").map(SecretString::from),
                 allow_plaintext: get("SMTP_ALLOW_PLAINTEXT").is_some_and(|v| v == "true"),
@@ -495,7 +513,8 @@ impl Settings {
             poll_interval: Duration::from_millis(number("SWARM_POLL_INTERVAL_MS", 1000)?),
             task_workers: number("SWARM_TASK_WORKERS", 2)? as usize,
             log_filter: text("SWARM_LOG", "info"),
-            imap: imap_settings(&get)?,
+            imap,
+            ops,
             list_mail_workflow: get("SWARM_LIST_MAIL_WORKFLOW"),
             sender_policy: sender_policy(&get)?,
             llm: llm_settings(&get, &number)?,

@@ -46,6 +46,13 @@ enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// Scheduled jobs: retention, webhook nonces, digest, alerts.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
+    /// Write an online, checked copy of the SQLite database to PATH (see docs/backup.md).
+    Backup { path: PathBuf },
     /// Addresses we no longer send to (hard bounces).
     Suppression {
         #[command(subcommand)]
@@ -70,6 +77,14 @@ enum QuarantineCommand {
 enum OutboxCommand {
     /// Send a reply that a reply cap held (its delivery id is on the task page).
     Release { id: i64 },
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// Print `NAME<TAB>SCHEDULE<TAB>STATE<TAB>LAST RUN<TAB>ABOUT`.
+    List,
+    /// Run one job now and print what it did.
+    Run { name: String },
 }
 
 #[derive(Subcommand)]
@@ -149,5 +164,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             cli::suppression_remove(settings, address).await
         }
         Command::Task { command: TaskCommand::Show { id } } => cli::task_show(settings, id).await,
+        Command::Job { command: JobCommand::List } => cli::job_list(settings).await,
+        Command::Job { command: JobCommand::Run { name } } => cli::job_run(settings, name).await,
+        Command::Backup { path } => cli::backup(settings, path).await,
     }
 }

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use crate::audit::ChainVerifier;
 use crate::domain::{DeliveryStatus, Outcome};
 use crate::store::{AuditFilter, Result, Store, StoreError};
 
@@ -64,6 +65,26 @@ pub async fn outcome_details(store: &Store, outcome: &Outcome) -> Result<String>
         Outcome::Ignored { message, reason } => format!("message={message} reason={reason}"),
         Outcome::Quarantined { message, reason } => format!("message={message} reason={reason}"),
         Outcome::Replayed => "replayed".into(),
+    })
+}
+
+/// Walks the whole audit chain and checks it against its head: `Ok(Ok(records))` when intact,
+/// `Ok(Err(what))` naming the first bad record, `Err` when the database cannot be read.
+pub async fn verify_audit(store: &Store) -> Result<Result<u64, String>> {
+    let mut verifier = ChainVerifier::default();
+    let mut broken = None;
+    store
+        .for_each_audit(&AuditFilter::default(), |r| {
+            if broken.is_none() {
+                broken = verifier.push(&r).err();
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await?;
+    let (head_seq, head_hash) = store.audit_head().await?;
+    Ok(match broken {
+        Some(e) => Err(e.to_string()),
+        None => verifier.finish(head_seq, &head_hash).map_err(|e| e.to_string()),
     })
 }
 

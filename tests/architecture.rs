@@ -23,7 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("orchestrator", &["domain", "audit", "mail", "store", "agents"]),
     ("outbox", &["domain", "audit", "mail", "mail::transport", "store"]),
     ("intake", &["domain", "audit", "mail", "mail::auth", "mail::policy", "store", "orchestrator"]),
-    ("scheduler", &["domain", "store"]),
+    ("scheduler", &["domain", "mail", "store"]),
     ("reports", &["domain", "audit", "store"]),
     (
         "web",

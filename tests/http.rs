@@ -198,8 +198,12 @@ matrix! {
     }
 
     async fn health_reports_the_database(db: Db) {
-        let app = TestApp::spawn(db, &[("LLM_BASE_URL", "http://user:s3cret@127.0.0.1:9/v1?api_key=k2y")]).await;
-        let r = app.http.get(app.url("/health")).send().await.expect("request");
+        let app = TestApp::spawn(
+            db,
+            &[("LLM_BASE_URL", "http://user:s3cret@127.0.0.1:9/v1?api_key=k2y"), ("SWARM_ADMIN_TOKEN", "admin-token")],
+        )
+        .await;
+        let r = app.http.get(app.url("/health")).bearer_auth("admin-token").send().await.expect("request");
         assert_eq!(r.status(), 200);
         let health = json(r).await;
         assert_eq!(health["database"], "ok");

@@ -341,7 +341,13 @@ matrix! {
         if !imap::available() { return; }
         let server = imap::server().expect("dovecot");
         let user = server.new_user();
-        let (app, key) = serve(db, server, &user, &[("IMAP_PASSWORD", "wrong"), ("IMAP_MODE", "poll")]).await;
+        let (app, key) = serve(
+            db,
+            server,
+            &user,
+            &[("IMAP_PASSWORD", "wrong"), ("IMAP_MODE", "poll"), ("SWARM_ADMIN_TOKEN", "admin-token")],
+        )
+        .await;
         let state = wait_until(Duration::from_secs(10), || async {
             app.store.mailbox_state(&key).await.ok().flatten().filter(|st| st.consecutive_errors >= 2)
         })
@@ -350,12 +356,21 @@ matrix! {
         assert!(state.last_error.as_deref().is_some_and(|e| e.contains("login")), "{:?}", state.last_error);
         assert!(state.last_ok_at.is_none());
 
-        let health: serde_json::Value =
-            app.http.get(app.url("/health")).send().await.expect("health").json().await.expect("json");
+        let health: serde_json::Value = app
+            .http
+            .get(app.url("/health"))
+            .bearer_auth("admin-token")
+            .send()
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("json");
         assert_eq!(health["status"], "degraded");
         assert_eq!(health["details"]["mailboxes"][0]["mailbox"], key.as_str());
         assert!(health["details"]["mailboxes"][0]["consecutive_errors"].as_i64().is_some_and(|n| n >= 2));
-        let page = app.http.get(app.url("/")).send().await.expect("page").text().await.expect("text");
+        let page = app.http.get(app.url("/")).bearer_auth("admin-token").send().await.expect("page");
+        let page = page.text().await.expect("text");
         assert!(page.contains("AUTHENTICATIONFAILED"), "the status page shows the last error");
         app.stop().await;
     }

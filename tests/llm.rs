@@ -191,7 +191,12 @@ async fn repeated_500s_open_the_breaker_then_it_recovers() {
     let app = spawn_clocked(
         Db::Sqlite,
         &fake,
-        &[("LLM_RETRIES", "0"), ("LLM_BREAKER_FAILURES", "3"), ("LLM_BREAKER_COOLDOWN_SECS", "2")],
+        &[
+            ("LLM_RETRIES", "0"),
+            ("LLM_BREAKER_FAILURES", "3"),
+            ("LLM_BREAKER_COOLDOWN_SECS", "2"),
+            ("SWARM_ADMIN_TOKEN", "admin-token"),
+        ],
         clock.clone(),
     )
     .await;
@@ -214,16 +219,32 @@ async fn repeated_500s_open_the_breaker_then_it_recovers() {
     // While open, a second task makes no call at all.
     let (_, _, _) = run(&app, 4, "swarm@localhost", "Q3 numbers").await;
     assert_eq!(fake.seen().len(), 3, "no calls while the breaker is open");
-    let health: Value =
-        app.http.get(app.url("/health")).send().await.expect("health").json().await.expect("json");
+    let health: Value = app
+        .http
+        .get(app.url("/health"))
+        .bearer_auth("admin-token")
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(health["details"]["llm"]["breaker"]["state"], "open", "{health}");
 
     // After the cool-down a probe goes through; the endpoint is healthy again.
     fake.script(|role, _| good_answer(role));
     clock.advance(Duration::from_millis(1999));
-    let health: Value =
-        app.http.get(app.url("/health")).send().await.expect("health").json().await.expect("json");
+    let health: Value = app
+        .http
+        .get(app.url("/health"))
+        .bearer_auth("admin-token")
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(
         health["details"]["llm"]["breaker"],
         serde_json::json!({"state": "open", "retry_in_ms": 1}),
@@ -233,8 +254,16 @@ async fn repeated_500s_open_the_breaker_then_it_recovers() {
     let (_, report, reply) = run(&app, 5, "swarm@localhost", "Q3 numbers").await;
     assert!(steps(&report).iter().all(|(_, status)| status == "ok"), "{report}");
     assert!(reply.contains("LLM summary"), "{reply}");
-    let health: Value =
-        app.http.get(app.url("/health")).send().await.expect("health").json().await.expect("json");
+    let health: Value = app
+        .http
+        .get(app.url("/health"))
+        .bearer_auth("admin-token")
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(
         health["details"]["llm"]["breaker"],
         serde_json::json!({"state": "closed", "failures": 0}),

@@ -8,6 +8,7 @@ mod clock;
 mod email;
 mod followup;
 mod net;
+mod rules;
 mod text;
 mod usage;
 
@@ -16,6 +17,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use email::{Attachment, InboundEmail, Mailbox};
 pub use followup::{EarlierTask, FollowUp, FollowUpHints};
 pub use net::{is_loopback, redacted_url, url_host};
+pub use rules::{reason_rule, source_kind};
 pub use text::{one_line, truncate};
 pub use usage::Usage;
 

@@ -184,6 +184,7 @@ impl Intake {
             )
             .await?;
         info!(outcome = outcome.word(), "message accepted");
+        count_outcome(source.name, &outcome);
         Ok(outcome)
     }
 
@@ -388,6 +389,28 @@ impl Intake {
             )
             .await?;
         info!(outcome = outcome.word(), size, "oversize message left unread");
+        count_outcome(source.name, &outcome);
         Ok(outcome)
+    }
+}
+
+/// Counts a committed message in the metrics: `swarm_messages_received_total{source, outcome}`
+/// and, for one that made no task, `swarm_messages_ignored_total{rule}` or
+/// `swarm_messages_quarantined_total{rule}`. Labels are bounded words (see
+/// [`crate::domain::reason_rule`]), never a sender or a subject.
+fn count_outcome(source: &str, outcome: &Outcome) {
+    let kind = crate::domain::source_kind(source);
+    metrics::counter!("swarm_messages_received_total", "source" => kind, "outcome" => outcome.word())
+        .increment(1);
+    match outcome {
+        Outcome::Ignored { reason, .. } => {
+            let rule = crate::domain::reason_rule(reason);
+            metrics::counter!("swarm_messages_ignored_total", "rule" => rule).increment(1);
+        }
+        Outcome::Quarantined { reason, .. } => {
+            let rule = crate::domain::reason_rule(reason);
+            metrics::counter!("swarm_messages_quarantined_total", "rule" => rule).increment(1);
+        }
+        _ => {}
     }
 }

@@ -305,21 +305,48 @@ pub fn references(original: &InboundEmail) -> Vec<MessageId> {
     ids
 }
 
+/// `Auto-Submitted` (RFC 3834 §5): `auto-replied` on replies, `auto-generated` on notices.
 #[derive(Clone)]
-struct AutoSubmitted;
+struct AutoSubmitted(&'static str);
 
 impl header::Header for AutoSubmitted {
     fn name() -> HeaderName {
         HeaderName::new_from_ascii_str("Auto-Submitted")
     }
 
-    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(Self)
+    fn parse(value: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(if value.starts_with("auto-generated") { "auto-generated" } else { "auto-replied" }))
     }
 
     fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), "auto-replied".to_owned())
+        HeaderValue::new(Self::name(), self.0.to_owned())
     }
+}
+
+/// A plain-text notice to an operator (the daily digest, a liveness alert): From us, To `to`,
+/// a new Message-ID, `Auto-Submitted: auto-generated` (RFC 3834 §5) and `X-Loop`, the text
+/// quoted-printable with CRLF line endings. Errors when a header cannot be built.
+pub fn compose_notice(
+    from: &EmailAddress,
+    to: &EmailAddress,
+    subject: &str,
+    text: &str,
+    date: DateTime<Utc>,
+) -> Result<ComposedReply> {
+    let message_id = MessageId::generate(from.domain());
+    let message = lettre::Message::builder()
+        .from(Mailbox::new(Some("SwarmDirector".into()), from.as_str().parse().context("our From address")?))
+        .to(Mailbox::new(None, to.as_str().parse().with_context(|| format!("notice address {to}"))?))
+        .subject(truncate(subject, SUBJECT_MAX_BYTES))
+        .message_id(Some(message_id.bracketed()))
+        .date(std::time::SystemTime::from(date))
+        .header(AutoSubmitted("auto-generated"))
+        .header(XLoop(from.as_str().to_owned()))
+        .singlepart(quoted_printable(ContentType::TEXT_PLAIN, crlf(text))?)
+        .context("building the notice")?;
+    let bytes = message.formatted();
+    check_header_lines(&bytes)?;
+    Ok(ComposedReply { message_id, from: from.clone(), to: to.clone(), bytes })
 }
 
 /// `X-Loop: <our address>`: the loop marker helpdesks and procmail recipes check; our guard
@@ -460,7 +487,7 @@ fn reply_builder(
         .subject(subject)
         .message_id(Some(message_id.bracketed()))
         .date(std::time::SystemTime::from(date))
-        .header(AutoSubmitted)
+        .header(AutoSubmitted("auto-replied"))
         .header(XLoop(from.as_str().to_owned()));
     if let Some(parent) = &original.message_id {
         builder = builder.in_reply_to(parent.bracketed());

@@ -154,6 +154,7 @@ impl Orchestrator {
             return Ok(false);
         };
         let id = task.id;
+        let (workflow, begun) = (task.workflow.clone(), self.store.clock().now());
         let mut heartbeat = self.store.heartbeat(Leased::Task(id), &self.owner, self.lease);
         let outcome = tokio::select! {
             outcome = self.run(task) => outcome,
@@ -163,6 +164,14 @@ impl Orchestrator {
             }
         };
         drop(heartbeat);
+        let word = match &outcome {
+            Ok(()) => "done",
+            Err(TaskError::Fail(_)) => "failed",
+            Err(TaskError::Retry(_)) => "interrupted",
+        };
+        let seconds = (self.store.clock().now() - begun).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::histogram!("swarm_task_duration_seconds", "workflow" => workflow, "outcome" => word)
+            .record(seconds);
         match outcome {
             Ok(()) => Ok(true),
             Err(TaskError::Retry(e)) if is_lease_lost(&e) => {

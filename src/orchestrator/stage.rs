@@ -153,7 +153,28 @@ pub async fn run_recorded(store: &Store, state: &mut TaskState, jobs: &[Job]) ->
         })
         .collect();
     store.finish_steps(state.task_id, &state.owner, &recorded).await?;
+    recorded.iter().for_each(count_step);
     Ok(runs)
+}
+
+/// A finished step in the metrics: `swarm_step_duration_seconds{agent, outcome}` and, for an
+/// LLM step, `swarm_llm_tokens_total{model, kind="input"|"output"}` and
+/// `swarm_llm_cost_usd_total{model}` (a float that only grows, so a gauge in the `metrics` crate).
+fn count_step(step: &StepOutcome<'_>) {
+    let outcome = if step.outcome.is_ok() { "ok" } else { "failed" };
+    let agent = step.agent.to_owned();
+    metrics::histogram!("swarm_step_duration_seconds", "agent" => agent, "outcome" => outcome)
+        .record(step.duration_ms as f64 / 1000.0);
+    if let Some(usage) = step.usage {
+        let model = usage.model.clone();
+        metrics::counter!("swarm_llm_tokens_total", "model" => model.clone(), "kind" => "input")
+            .increment(usage.tokens_in);
+        metrics::counter!("swarm_llm_tokens_total", "model" => model.clone(), "kind" => "output")
+            .increment(usage.tokens_out);
+        if let Some(cost) = usage.cost_usd {
+            metrics::gauge!("swarm_llm_cost_usd_total", "model" => model).increment(cost);
+        }
+    }
 }
 
 /// Runs one stage of a workflow whose executive summary comes from `summary_agent`.

@@ -96,11 +96,13 @@ impl Outbox {
             );
             warn!(delivery = d.id.0, "{why}");
             self.store.delivery_failed(&d, &self.owner, &why, None).await?;
+            count_attempt("suppressed");
             return Ok(true);
         }
         if let Some(why) = self.over_cap(&d).await? {
             warn!(delivery = d.id.0, to = %d.envelope_to, "{why}");
             self.store.delivery_held(&d, &self.owner, &why).await?;
+            count_attempt("held");
             return Ok(true);
         }
         // The lease is renewed while the relay talks; when it is lost, this attempt stops
@@ -115,22 +117,30 @@ impl Outbox {
             Ok(location) => {
                 info!(delivery = d.id.0, message_id = %d.message_id, %location, "delivered");
                 self.store.delivery_succeeded(&d, &self.owner, &location).await?;
+                count_attempt("delivered");
             }
             Err(e) => match backoff(&self.schedule, d.attempts).filter(|_| !e.permanent) {
                 None => {
                     warn!(delivery = d.id.0, attempts = d.attempts, error = %e, "delivery failed for good");
                     self.store.delivery_failed(&d, &self.owner, &e.message, None).await?;
+                    count_attempt("failed");
                 }
                 Some(wait) => {
                     let retry_at =
                         self.store.clock().now() + chrono::Duration::from_std(wait).unwrap_or_default();
                     warn!(delivery = d.id.0, error = %e, %retry_at, "delivery failed, will retry");
                     self.store.delivery_failed(&d, &self.owner, &e.message, Some(retry_at)).await?;
+                    count_attempt("retry");
                 }
             },
         }
         Ok(true)
     }
+}
+
+/// `swarm_delivery_attempts_total{result}`: `delivered`, `retry`, `failed`, `held`, `suppressed`.
+fn count_attempt(result: &'static str) {
+    metrics::counter!("swarm_delivery_attempts_total", "result" => result).increment(1);
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! order without deadlocks. Migrations: `migrations/sqlite`, `migrations/postgres`.
 //!
 //! One file per aggregate: [`messages`], [`tasks`], [`outbox`], [`suppressions`], [`mailboxes`],
-//! [`audit`], [`reports`], and [`leases`] (heartbeats, fences) across them; [`dialect`] holds what differs between the backends. Business rules
+//! [`audit`], [`reports`], [`jobs`] (scheduled runs, alerts, retention), and [`leases`] (heartbeats, fences) across them; [`dialect`] holds what differs between the backends. Business rules
 //! (who joins a conversation, what a bounce means) are decided by the callers' domain modules;
 //! this module only stores what they decided.
 
@@ -46,8 +46,10 @@ macro_rules! select_task_rows {
 }
 
 mod audit;
+mod backup;
 mod dialect;
 mod error;
+mod jobs;
 mod leases;
 mod mailboxes;
 mod messages;
@@ -59,11 +61,12 @@ mod tasks;
 pub use audit::AuditFilter;
 pub use dialect::timestamp;
 pub use error::{Result, StoreError};
+pub use jobs::{AlertRow, JobRun, Purged};
 pub use leases::{Expired, Heartbeat, Leased};
 pub use mailboxes::MailboxState;
 pub use messages::{Disposition, MessageRow, NewMessage, Nonce};
 pub use outbox::{CapScope, ClaimedDelivery, DeliveryRow, NewDelivery, OwnedDelivery};
-pub use reports::Overview;
+pub use reports::{Digest, Gauges, Overview};
 pub use suppressions::Suppression;
 pub use tasks::{ClaimedTask, NewStep, NewTask, StepOutcome, StepRow, TaskRow};
 
@@ -261,11 +264,24 @@ impl Store {
     /// embedded in the binary). Safe to run from several instances at once on PostgreSQL (sqlx
     /// holds an advisory lock while migrating).
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator = match self.dialect {
+        self.migrator().run(&self.writer).await.context("applying migrations")
+    }
+
+    fn migrator(&self) -> sqlx::migrate::Migrator {
+        match self.dialect {
             Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite"),
             Dialect::Postgres => sqlx::migrate!("./migrations/postgres"),
-        };
-        migrator.run(&self.writer).await.context("applying migrations")
+        }
+    }
+
+    /// Whether the database holds every migration this binary embeds, each applied
+    /// successfully: `Ok(false)` when one is missing or failed (run `migrate`), an error when
+    /// the database cannot be read. One read on the reader pool, for `/readyz`.
+    pub async fn migrations_current(&self) -> Result<bool> {
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(self.migrator().iter().all(|m| applied.contains(&m.version)))
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Any>> {

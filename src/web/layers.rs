@@ -102,7 +102,16 @@ where
                 id
             }
         };
-        WithRequestId { inner: REQUEST_ID.scope(id.clone(), self.inner.call(request)), id: Some(id) }
+        let route = request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        let timing = Timing { route, method: request.method().clone(), begun: std::time::Instant::now() };
+        WithRequestId {
+            inner: REQUEST_ID.scope(id.clone(), self.inner.call(request)),
+            id: Some(id),
+            timing: Some(timing),
+        }
     }
 }
 
@@ -112,7 +121,15 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: TaskLocalFuture<HeaderValue, F>,
         id: Option<HeaderValue>,
+        timing: Option<Timing>,
     }
+}
+
+/// What the HTTP metrics need of a request (see [`super::metrics::count_request`]).
+struct Timing {
+    route: String,
+    method: axum::http::Method,
+    begun: std::time::Instant,
 }
 
 impl<F, E> Future for WithRequestId<F>
@@ -125,6 +142,10 @@ where
         let this = self.project();
         let mut result = std::task::ready!(this.inner.poll(cx));
         if let (Ok(response), Some(id)) = (&mut result, this.id.take()) {
+            if let Some(t) = this.timing.take() {
+                let seconds = t.begun.elapsed().as_secs_f64();
+                super::metrics::count_request(&t.route, &t.method, response.status().as_u16(), seconds);
+            }
             let headers = response.headers_mut();
             headers.insert(X_REQUEST_ID, id);
             for (name, value) in SECURITY_HEADERS {

@@ -5,6 +5,7 @@
 mod error;
 pub mod inbound;
 mod layers;
+pub mod metrics;
 pub mod serve;
 
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub imap_max_age: Option<std::time::Duration>,
     /// The LLM endpoint, for its circuit breaker's state in `/health`.
     pub llm: Option<crate::agents::llm::LlmClient>,
+    /// Set once the workers run (`/readyz`).
+    pub workers_started: Arc<std::sync::atomic::AtomicBool>,
     pages: Arc<minijinja::Environment<'static>>,
 }
 
@@ -76,6 +79,7 @@ impl AppState {
             task_wake,
             imap_max_age: None,
             llm: None,
+            workers_started: Arc::default(),
             pages: Arc::new(env),
         })
     }
@@ -116,6 +120,9 @@ pub fn router(state: AppState) -> Router {
     let pages = Router::new()
         .route("/", get(status_page))
         .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape))
         .route("/tasks/{id}", get(task_page))
         .route("/api/tasks/{id}", get(task_api))
         .route("/audit.csv", get(audit_csv));
@@ -128,16 +135,62 @@ pub fn router(state: AppState) -> Router {
     )
 }
 
+/// The version of this build, in `/livez`, `/readyz` and `/health`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `GET /livez`: 200 `{"status": "ok", "version"}` while the process answers HTTP at all
+/// (Kubernetes' liveness probe: restart me when this fails). Reads nothing.
+async fn livez() -> Json<Value> {
+    Json(json!({"status": "ok", "version": VERSION}))
+}
+
+/// `GET /readyz`: 200 `{"status": "ready", "version", "checks": {"database", "migrations",
+/// "workers"}}` when the database answers a read, holds every migration this binary embeds, and
+/// the workers run; else 503 `"status": "not ready"` with the failing check(s) not `"ok"`
+/// (Kubernetes' readiness probe: send me no traffic yet).
+async fn readyz(State(state): State<AppState>) -> Response {
+    let (database, migrations) = match state.store.migrations_current().await {
+        Ok(true) => ("ok", "ok"),
+        Ok(false) => ("ok", "pending: run `swarm-director migrate`"),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "readiness: database unreachable");
+            ("unreachable", "unknown")
+        }
+    };
+    let started = state.workers_started.load(std::sync::atomic::Ordering::Acquire);
+    let workers = if started { "ok" } else { "starting" };
+    let ready = database == "ok" && migrations == "ok" && started;
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "version": VERSION,
+        "checks": {"database": database, "migrations": migrations, "workers": workers},
+    });
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
+/// The router of `SWARM_METRICS_ADDR`: `/metrics` without the admin token (bind it where only
+/// the scraper reaches), under the same layers.
+pub fn metrics_router(state: AppState) -> Router {
+    let open = |State(state): State<AppState>| async move { metrics::render(&state).await };
+    layers::around(
+        Router::new()
+            .route("/metrics", get(open))
+            .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "only /metrics is served here") })
+            .with_state(state),
+    )
+}
+
 /// `{"status": "ok" | "degraded" | "failing", "database": "ok" | "failing", "mailboxes": "ok" |
 /// "degraded", "llm": "ok" | "degraded" | null}`: 200 unless the database fails (503), which it
 /// does while it cannot be read or while its last write failed (a full disk) and until a write
 /// commits again. A mailbox is degraded when it has never been read successfully or its last
 /// success is older than `IMAP_HEALTH_MAX_AGE`; the LLM is degraded while its breaker is not
-/// closed. With the admin token (or none configured) `details` adds each mailbox's state and
-/// last error, the LLM endpoint (without credentials or query) and breaker, and the database
-/// error; without it nothing but those words is shown.
+/// closed; `version` names the build. With the admin token (configured and presented)
+/// `details` adds each mailbox's state and last error, the LLM endpoint (without credentials or
+/// query) and breaker, and the database error; without it nothing but those words is shown.
 async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let details = state.authorize(&headers).is_ok();
+    let details = state.admin_token.is_some() && state.authorize(&headers).is_ok();
     // Reading the mailbox states is also the read check: one query, not a ping and a read.
     let (mailboxes, database_error) = match state.store.mailbox_states().await {
         Ok(m) => (m, state.store.write_failure()),
@@ -173,6 +226,7 @@ async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
     };
     let mut body = json!({
         "status": status,
+        "version": VERSION,
         "database": word(database_error.is_some(), "failing"),
         "mailboxes": word(mailboxes_degraded, "degraded"),
         "llm": breaker.as_ref().map(|_| word(llm_degraded, "degraded")),

@@ -232,6 +232,9 @@ impl LlmClient {
         let permit =
             self.breaker.try_acquire().ok_or_else(|| LlmError::Open(self.settings.base_url.clone()))?;
         let outcome = self.post(model, messages, json).await;
+        let word = if outcome.is_ok() { "ok" } else { "error" };
+        metrics::counter!("swarm_llm_calls_total", "model" => model.to_owned(), "outcome" => word)
+            .increment(1);
         permit.finish(match &outcome {
             Ok(_) => true,
             Err(e) => !e.endpoint_failure(),
