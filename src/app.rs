@@ -221,20 +221,7 @@ impl Application {
     ) -> Result<()> {
         let Self { app, listener } = self;
         let s = &app.settings;
-        let inbound = web::Inbound::from_settings(
-            &s.inbound,
-            s.mime_limits.max_bytes,
-            app.orchestrator.workflow_names(),
-        )?;
-        let mut state = AppState::new(
-            app.store.clone(),
-            app.intake.clone(),
-            inbound,
-            s.admin_token.clone(),
-            app.task_wake.clone(),
-        )?;
-        state.imap_max_age = s.imap.first().map(|i| i.health_max_age);
-        state.llm = app.llm.clone();
+        let mut state = app.web_state()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let poll = s.poll_interval;
         app.take_back_claims().await?;
@@ -288,8 +275,16 @@ impl Application {
         state.workers_started.store(true, std::sync::atomic::Ordering::Release);
         warn_if_open(s);
 
+        // Open event streams end as soon as shutdown begins, so the graceful wait is short.
+        let (closing_tx, closing) = watch::channel(false);
+        state.closing = closing;
+        let shutdown = async move {
+            shutdown.await;
+            let _ = closing_tx.send(true);
+        };
         info!(addr = %listener.local_addr()?, instance = %app.instance, "serving");
-        web::serve::serve(listener, web::router(state), app.settings.http_limits, shutdown).await;
+        let trusted: Arc<[crate::domain::IpNet]> = app.settings.ops.trusted_proxies.clone().into();
+        web::serve::serve(listener, web::router(state), app.settings.http_limits, trusted, shutdown).await;
         let _ = stop_tx.send(true);
         app.wind_down(handles).await
     }
@@ -306,7 +301,7 @@ async fn metrics_listener(
         TcpListener::bind(addr).await.with_context(|| format!("binding SWARM_METRICS_ADDR {addr}"))?;
     info!(addr = %listener.local_addr()?, "serving /metrics");
     let router = web::metrics_router(state);
-    Ok(tokio::spawn(web::serve::serve(listener, router, limits, async move {
+    Ok(tokio::spawn(web::serve::serve(listener, router, limits, Arc::from([]), async move {
         let _ = stop.changed().await;
     })))
 }
@@ -323,6 +318,26 @@ fn warn_if_open(s: &Settings) {
 }
 
 impl App {
+    /// The state of the HTTP handlers.
+    fn web_state(&self) -> Result<AppState> {
+        let s = &self.settings;
+        let inbound = web::Inbound::from_settings(
+            &s.inbound,
+            s.mime_limits.max_bytes,
+            self.orchestrator.workflow_names(),
+        )?;
+        let mut state = AppState::new(
+            self.store.clone(),
+            self.intake.clone(),
+            inbound,
+            s.admin_token.clone(),
+            self.task_wake.clone(),
+        )?;
+        state.imap_max_age = s.imap.first().map(|i| i.health_max_age);
+        state.llm = self.llm.clone();
+        Ok(state)
+    }
+
     /// What the scheduled jobs run with.
     pub fn jobs(&self) -> crate::scheduler::JobContext {
         let llm_open: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>> = self.llm.clone().map(|llm| {

@@ -12,9 +12,10 @@ use secrecy::ExposeSecret;
 
 use crate::app::{App, Application};
 use crate::audit::CsvExport;
+use crate::audit::export::JsonlExport;
 use crate::config::Settings;
 use crate::intake::Source;
-use crate::reports::{outcome_details, parse_bound, task_report, verify_audit};
+use crate::reports::{outcome_details, parse_bound, task_audit_pdf, task_report, verify_audit};
 use crate::store::{AuditFilter, Store, StoreError};
 
 /// The exit code of a failed command (sysexits(3)): 66 (`EX_NOINPUT`) when what it names does
@@ -93,9 +94,22 @@ pub async fn ingest(settings: Settings, files: Vec<PathBuf>) -> Result<ExitCode>
     Ok(if unreadable { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-/// `audit export`: the audit log as CSV on stdout, optionally bounded in time and to one task.
+/// The format of `audit export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// RFC 4180 CSV with a header row.
+    Csv,
+    /// JSON Lines: one record per line.
+    Jsonl,
+    /// The audit report of one task (`--task`), with the chain hashes.
+    Pdf,
+}
+
+/// `audit export`: the audit log on stdout as CSV or JSON Lines, optionally bounded in time and
+/// to one task; or one task's PDF report.
 pub async fn audit_export(
     settings: Settings,
+    format: ExportFormat,
     since: Option<String>,
     until: Option<String>,
     task: Option<i64>,
@@ -106,10 +120,28 @@ pub async fn audit_export(
         task,
     };
     let store = open(&settings).await?;
-    let stdout = std::io::stdout().lock();
-    let mut csv = CsvExport::new(std::io::BufWriter::new(stdout))?;
-    store.for_each_audit(&filter, |r| -> Result<()> { Ok(csv.write(&r)?) }).await?;
-    csv.finish()?.flush()?;
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    match format {
+        ExportFormat::Csv => {
+            let mut csv = CsvExport::new(stdout)?;
+            store.for_each_audit(&filter, |r| -> Result<()> { Ok(csv.write(&r)?) }).await?;
+            csv.finish()?.flush()?;
+        }
+        ExportFormat::Jsonl => {
+            let mut jsonl = JsonlExport::new(stdout);
+            store.for_each_audit(&filter, |r| -> Result<()> { Ok(jsonl.write(&r)?) }).await?;
+            jsonl.finish()?;
+        }
+        ExportFormat::Pdf => {
+            let id = task.context("--format pdf is a per-task report: name the task with --task ID")?;
+            let now = store.clock().now();
+            let pdf = task_audit_pdf(&store, id, now)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("no task {id}")))?;
+            stdout.write_all(&pdf)?;
+            stdout.flush()?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

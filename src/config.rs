@@ -24,7 +24,7 @@ use crate::web::inbound::{self, Endpoint};
 use crate::web::serve::Limits as HttpLimits;
 
 mod ops;
-pub use ops::{IpNet, OpsSettings};
+pub use ops::OpsSettings;
 
 /// Parses `IMAP_URL` and friends, one entry per mailbox of the comma-separated `IMAP_MAILBOX`
 /// (default `INBOX`). `imaps://host[:993]` is TLS from the start; `imap://host[:143]` upgrades

@@ -117,7 +117,12 @@ enum AuditCommand {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
+    /// RFC 4180 CSV with a header row.
     Csv,
+    /// JSON Lines, one record per line.
+    Jsonl,
+    /// One task's audit report with the chain hashes (needs --task).
+    Pdf,
 }
 
 #[derive(Subcommand)]
@@ -145,8 +150,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve => cli::serve(settings).await,
         Command::Ingest { files } => cli::ingest(settings, files).await,
         Command::Migrate => cli::migrate(settings).await,
-        Command::Audit { command: AuditCommand::Export { format: Format::Csv, since, until, task } } => {
-            cli::audit_export(settings, since, until, task).await
+        Command::Audit { command: AuditCommand::Export { format, since, until, task } } => {
+            let format = match format {
+                Format::Csv => cli::ExportFormat::Csv,
+                Format::Jsonl => cli::ExportFormat::Jsonl,
+                Format::Pdf => cli::ExportFormat::Pdf,
+            };
+            cli::audit_export(settings, format, since, until, task).await
         }
         Command::Audit { command: AuditCommand::Verify } => cli::audit_verify(settings).await,
         Command::Quarantine { command: QuarantineCommand::List { limit } } => {

@@ -88,6 +88,41 @@ pub async fn verify_audit(store: &Store) -> Result<Result<u64, String>> {
     })
 }
 
+/// The audit report of task `id` as a PDF (see [`crate::audit::export::pdf_report`]): the
+/// task's head lines, whether the whole chain verifies as of now, and every record of the
+/// task with its hashes. `None` when there is no such task.
+pub async fn task_audit_pdf(store: &Store, id: i64, generated: DateTime<Utc>) -> Result<Option<Vec<u8>>> {
+    let Some(task) = store.task(id).await? else { return Ok(None) };
+    let mut records = Vec::new();
+    store
+        .for_each_audit(&AuditFilter { task: Some(id), ..AuditFilter::default() }, |r| {
+            records.push(r);
+            Ok::<_, StoreError>(())
+        })
+        .await?;
+    let (head_seq, head_hash) = store.audit_head().await?;
+    let chain = match verify_audit(store).await? {
+        Ok(n) => format!("intact: {n} records verified up to the head"),
+        Err(e) => format!("BROKEN: {e}"),
+    };
+    let head = crate::audit::export::ReportHead {
+        title: format!("SwarmDirector audit report - task #{id}: {}", task.subject),
+        lines: vec![
+            format!("sender:     {}", task.sender),
+            format!("workflow:   {}", task.workflow),
+            format!("status:     {}", task.status),
+            format!("created:    {}", task.created_at),
+            format!("finished:   {}", task.finished_at.as_deref().unwrap_or("-")),
+            format!("generated:  {}", generated.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            format!("chain head: seq {head_seq}, hash {head_hash}"),
+            format!("chain:      {chain}"),
+            "Each record's hash is SHA-256 over the previous hash and the record's canonical JSON;".into(),
+            "`swarm-director audit verify` checks the whole chain.".into(),
+        ],
+    };
+    Ok(Some(crate::audit::export::pdf_report(&head, &records)))
+}
+
 /// An optional RFC 3339 bound of an audit query (`since`, `until`); the error names `name`.
 pub fn parse_bound(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, String> {
     value

@@ -7,6 +7,8 @@
 //! record's `prev_hash` is [`GENESIS`]. A single-row chain head (seq, hash) moves in the same
 //! transaction, so removing the newest rows is detected too.
 
+pub mod export;
+
 use std::io::Write;
 
 use serde::{Deserialize, Serialize};

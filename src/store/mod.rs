@@ -45,6 +45,7 @@ macro_rules! select_task_rows {
     };
 }
 
+mod activity;
 mod audit;
 mod backup;
 mod dialect;
@@ -58,6 +59,7 @@ mod reports;
 mod suppressions;
 mod tasks;
 
+pub use activity::StepSample;
 pub use audit::AuditFilter;
 pub use dialect::timestamp;
 pub use error::{Result, StoreError};

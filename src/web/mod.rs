@@ -6,6 +6,7 @@ mod error;
 pub mod inbound;
 mod layers;
 pub mod metrics;
+mod pages;
 pub mod serve;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use error::ApiError;
 pub use inbound::Inbound;
 
 use crate::audit::CsvExport;
+use crate::audit::export::JsonlExport;
 use crate::intake::Intake;
 use crate::intake::providers::{Credentials, secrets_match};
 use crate::reports::{parse_bound, task_report};
@@ -47,6 +49,8 @@ pub struct AppState {
     pub llm: Option<crate::agents::llm::LlmClient>,
     /// Set once the workers run (`/readyz`).
     pub workers_started: Arc<std::sync::atomic::AtomicBool>,
+    /// Turns true when the server starts shutting down: open event streams end.
+    pub closing: tokio::sync::watch::Receiver<bool>,
     pages: Arc<minijinja::Environment<'static>>,
 }
 
@@ -67,10 +71,13 @@ impl AppState {
         for (name, text) in [
             ("layout.html", include_str!("../../templates/web/layout.html")),
             ("status.html", include_str!("../../templates/web/status.html")),
+            ("status_live.html", include_str!("../../templates/web/status_live.html")),
             ("task.html", include_str!("../../templates/web/task.html")),
         ] {
             env.add_template(name, text).with_context(|| format!("page template {name}"))?;
         }
+        let clock = store.clock().clone();
+        env.add_filter("when", move |t: Option<String>| readable_time(t.as_deref(), clock.now()));
         Ok(Self {
             store,
             intake,
@@ -80,6 +87,7 @@ impl AppState {
             imap_max_age: None,
             llm: None,
             workers_started: Arc::default(),
+            closing: tokio::sync::watch::channel(false).1,
             pages: Arc::new(env),
         })
     }
@@ -118,14 +126,17 @@ fn presented_token(headers: &HeaderMap) -> Option<String> {
 /// trace and panic layers.
 pub fn router(state: AppState) -> Router {
     let pages = Router::new()
-        .route("/", get(status_page))
+        .route("/", get(pages::status_page))
+        .route("/events", get(pages::status_events))
+        .route("/static/status.js", get(pages::status_script))
         .route("/health", get(health))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::scrape))
-        .route("/tasks/{id}", get(task_page))
+        .route("/tasks/{id}", get(pages::task_page))
         .route("/api/tasks/{id}", get(task_api))
-        .route("/audit.csv", get(audit_csv));
+        .route("/audit.csv", get(audit_csv))
+        .route("/audit.jsonl", get(audit_jsonl));
     layers::around(
         Router::new()
             .merge(layers::with_deadline(pages))
@@ -253,29 +264,20 @@ async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
     (code, Json(body)).into_response()
 }
 
-fn duration_text(start: Option<&str>, end: Option<&str>) -> String {
-    match (
-        start.and_then(|s| DateTime::parse_from_rfc3339(s).ok()),
-        end.and_then(|s| DateTime::parse_from_rfc3339(s).ok()),
-    ) {
-        (Some(s), Some(e)) => format!("{} ms", (e - s).num_milliseconds()),
-        _ => String::new(),
-    }
-}
-
-async fn status_page(State(state): State<AppState>, headers: HeaderMap) -> Result<Html<String>, ApiError> {
-    state.authorize(&headers)?;
-    let overview = state.store.overview(20).await?;
-    let durations: Vec<String> = overview
-        .recent
-        .iter()
-        .map(|t| duration_text(t.started_at.as_deref(), t.finished_at.as_deref()))
-        .collect();
-    let suppressions = state.store.suppressions().await?;
-    state.render(
-        "status.html",
-        json!({"overview": overview, "durations": durations, "suppressions": suppressions}),
-    )
+/// An RFC 3339 time as people read it: `2026-12-04 02:13:05 UTC (5 min ago)`; empty for none.
+fn readable_time(t: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Some(at) = t.and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.to_utc()) else {
+        return t.unwrap_or_default().to_owned();
+    };
+    let secs = (now - at).num_seconds();
+    let ago = match secs {
+        s if s < 0 => "in the future".to_owned(),
+        s if s < 60 => format!("{s} s ago"),
+        s if s < 3600 => format!("{} min ago", s / 60),
+        s if s < 86_400 => format!("{} h ago", s / 3600),
+        s => format!("{} days ago", s / 86_400),
+    };
+    format!("{} ({ago})", at.format("%Y-%m-%d %H:%M:%S UTC"))
 }
 
 fn parse_id(id: &str) -> Result<i64, ApiError> {
@@ -293,18 +295,6 @@ async fn task_api(
     report.map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no task {id}")))
 }
 
-async fn task_page(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Html<String>, ApiError> {
-    state.authorize(&headers)?;
-    let id = parse_id(&id)?;
-    let report = task_report(&state.store, id).await?;
-    let report = report.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no task {id}")))?;
-    state.render("task.html", report)
-}
-
 #[derive(Debug, serde::Deserialize)]
 struct AuditQuery {
     since: Option<String>,
@@ -313,9 +303,28 @@ struct AuditQuery {
 }
 
 async fn audit_csv(
+    state: State<AppState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    audit_export(state, headers, query, false).await
+}
+
+async fn audit_jsonl(
+    state: State<AppState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    audit_export(state, headers, query, true).await
+}
+
+/// `GET /audit.csv` and `GET /audit.jsonl` (`since`, `until`, `task`): the audit log as RFC
+/// 4180 CSV or JSON Lines; 404 unless `SWARM_ADMIN_TOKEN` is set.
+async fn audit_export(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    jsonl: bool,
 ) -> Result<Response, ApiError> {
     if state.admin_token.is_none() {
         return Err(ApiError::new(
@@ -332,19 +341,30 @@ async fn audit_csv(
         until: parse_bound("until", q.until.as_deref()).map_err(bad)?,
         task: q.task,
     };
-    let mut csv = CsvExport::new(Vec::new()).map_err(ApiError::internal)?;
-    state
-        .store
-        .for_each_audit(&filter, |r| csv.write(&r).map_err(anyhow::Error::from))
-        .await
-        .map_err(ApiError::from_failure)?;
-    let body = csv.finish().map_err(ApiError::internal)?;
+    let (body, content_type, name) = if jsonl {
+        let mut out = JsonlExport::new(Vec::new());
+        state
+            .store
+            .for_each_audit(&filter, |r| out.write(&r).map_err(anyhow::Error::from))
+            .await
+            .map_err(ApiError::from_failure)?;
+        (out.finish().map_err(ApiError::internal)?, "application/jsonl; charset=utf-8", "audit.jsonl")
+    } else {
+        let mut csv = CsvExport::new(Vec::new()).map_err(ApiError::internal)?;
+        state
+            .store
+            .for_each_audit(&filter, |r| csv.write(&r).map_err(anyhow::Error::from))
+            .await
+            .map_err(ApiError::from_failure)?;
+        (csv.finish().map_err(ApiError::internal)?, "text/csv; charset=utf-8; header=present", "audit.csv")
+    };
+    let disposition = format!("attachment; filename=\"{name}\"");
     Ok((
         [
-            (CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8; header=present")),
+            (CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (
                 axum::http::header::CONTENT_DISPOSITION,
-                HeaderValue::from_static("attachment; filename=\"audit.csv\""),
+                HeaderValue::from_str(&disposition).map_err(ApiError::internal)?,
             ),
         ],
         body,

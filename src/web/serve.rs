@@ -32,6 +32,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Sleep;
 use tower::ServiceExt;
 
+use crate::domain::{IpNet, client_addr};
+
 /// Connection limits (`SWARM_HTTP_HEADER_TIMEOUT_SECS`, `SWARM_HTTP_MAX_CONNECTIONS`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -41,13 +43,21 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+/// The address a request is from: the peer, or with `SWARM_TRUSTED_PROXIES` the client a
+/// trusted proxy names in `X-Forwarded-For` (see [`crate::domain::client_addr`]). Rate limits
+/// and request logs use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
 /// Serves `router` on `listener` until `shutdown` resolves, then lets the open requests finish
-/// (idle connections are closed at once). Each request carries its client's address as
-/// `ConnectInfo<SocketAddr>`.
+/// (idle connections are closed at once). Each request carries its peer's address as
+/// `ConnectInfo<SocketAddr>` and its client's as [`ClientAddr`], believing `X-Forwarded-For`
+/// from `trusted` proxies only.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    trusted: Arc<[IpNet]>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -75,9 +85,13 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let trusted = trusted.clone();
         let service = router.clone().map_request(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(Body::new);
+            let forwarded = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+            let client = ClientAddr(client_addr(peer.ip(), forwarded, &trusted));
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            request.extensions_mut().insert(client);
             request
         });
         let stream = IdleDeadline::new(stream, limits.header_timeout);

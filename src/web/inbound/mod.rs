@@ -416,12 +416,16 @@ fn path_of(endpoint: Endpoint) -> &'static str {
     }
 }
 
-/// The client address (unspecified when the server runs without connection info, in tests).
+/// The client address: a trusted proxy's `X-Forwarded-For` client, else the peer
+/// (unspecified when the server runs without connection info, in tests).
 fn peer(request: &Request) -> IpAddr {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+    let extensions = request.extensions();
+    match extensions.get::<super::serve::ClientAddr>() {
+        Some(client) => client.0,
+        None => extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()),
+    }
 }
 
 pub(super) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
