@@ -29,7 +29,7 @@ pub async fn task_report(store: &Store, id: i64) -> Result<Option<Value>> {
     let llm = json!({
         "tokens_in": steps.iter().filter_map(|s| s.tokens_in).sum::<i64>(),
         "tokens_out": steps.iter().filter_map(|s| s.tokens_out).sum::<i64>(),
-        "cost_usd": steps.iter().filter_map(|s| s.cost_usd).sum::<f64>(),
+        "cost_usd": (steps.iter().filter_map(|s| s.cost_usd).sum::<f64>() + 0.0),
         "llm_steps": steps.iter().filter(|s| s.model.is_some()).count(),
     });
     Ok(Some(json!({

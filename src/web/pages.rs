@@ -191,7 +191,7 @@ fn agent_stats(samples: &[StepSample]) -> Vec<Value> {
                 "p50_ms": rank(0.50),
                 "p95_ms": rank(0.95),
                 "tokens": steps.iter().map(|s| s.tokens_in.unwrap_or(0) + s.tokens_out.unwrap_or(0)).sum::<i64>(),
-                "cost_usd": format!("{:.4}", steps.iter().filter_map(|s| s.cost_usd).sum::<f64>()),
+                "cost_usd": format!("{:.4}", (steps.iter().filter_map(|s| s.cost_usd).sum::<f64>() + 0.0)),
             })
         })
         .collect()
