@@ -328,3 +328,41 @@ fn the_grafana_dashboard_queries_only_metrics_we_export() {
         }
     }
 }
+
+#[test]
+fn serve_warns_when_open_to_the_network_without_an_admin_token() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tmp");
+    let start = |extra: &[(&str, &str)]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_swarm-director"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", format!("sqlite://{}/swarm.db", dir.path().display()))
+            .env("SWARM_OUTBOX_DIR", dir.path().join("outbox"))
+            .env("SWARM_LOG_FORMAT", "text")
+            .envs(extra.iter().copied())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let mut lines = Vec::new();
+        for line in BufReader::new(child.stderr.take().expect("stderr")).lines() {
+            let line = line.expect("a log line");
+            let done = line.contains("serving") && !line.contains("/metrics");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        lines.join("\n")
+    };
+    let open = start(&[("SWARM_HTTP_ADDR", "0.0.0.0:0")]);
+    assert!(open.contains("WARN") && open.contains("SWARM_ADMIN_TOKEN is unset"), "{open}");
+    let guarded = start(&[("SWARM_HTTP_ADDR", "0.0.0.0:0"), ("SWARM_ADMIN_TOKEN", TOKEN)]);
+    assert!(!guarded.contains("SWARM_ADMIN_TOKEN is unset"), "{guarded}");
+    let local = start(&[("SWARM_HTTP_ADDR", "127.0.0.1:0")]);
+    assert!(!local.contains("SWARM_ADMIN_TOKEN is unset"), "{local}");
+}
