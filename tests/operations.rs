@@ -366,3 +366,38 @@ fn serve_warns_when_open_to_the_network_without_an_admin_token() {
     let local = start(&[("SWARM_HTTP_ADDR", "127.0.0.1:0")]);
     assert!(!local.contains("SWARM_ADMIN_TOKEN is unset"), "{local}");
 }
+
+matrix! {
+    async fn a_silent_mailbox_alerts_with_its_last_error_and_recovers(db: Db) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = db.fresh_url(dir.path()).await;
+        let clock = Arc::new(ManualClock::starting_now());
+        let store = Store::connect(&url, &Default::default()).await.expect("store").with_clock(clock.clone() as Arc<dyn Clock>);
+        store.migrate().await.expect("migrate");
+        let mut settings = JobSettings::for_tests();
+        settings.alert_to = Some(swarm_director::domain::EmailAddress::parse("ops@example.org").expect("address"));
+        let ctx = jobs(&store, settings);
+        let key = "imap://bot@mail.example:993/INBOX";
+        store.save_mailbox_position(key, 7, 10).await.expect("a good poll");
+        assert!(run_now(&ctx, "alerts").await.expect("alerts").starts_with("0 firing"));
+
+        clock.advance(Duration::from_secs(11 * 60));
+        store.record_mailbox_error(key, "LOGIN failed: AUTHENTICATIONFAILED").await.expect("error");
+        let note = run_now(&ctx, "alerts").await.expect("alerts");
+        assert!(note.starts_with("1 firing; 1 alerts"), "{note}");
+        clock.advance(Duration::from_secs(5 * 60));
+        assert!(run_now(&ctx, "alerts").await.expect("alerts").starts_with("1 firing; 0 alerts"));
+        store.save_mailbox_position(key, 7, 11).await.expect("good again");
+        clock.advance(Duration::from_secs(60));
+        assert!(run_now(&ctx, "alerts").await.expect("alerts").contains("1 recoveries"));
+
+        let records = audit(&store).await;
+        let raised = records.iter().find(|(a, _)| a == "alert.raised").expect("raised");
+        let detail = raised.1["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("AUTHENTICATIONFAILED"), "the last error is in the alert: {detail}");
+        let alerts = store.alerts().await.expect("alerts");
+        let mailbox = alerts.iter().find(|a| a.condition.starts_with("mailbox:")).expect("stored");
+        assert!(!mailbox.condition.contains("bot@"), "no user in the condition name: {}", mailbox.condition);
+        assert!(!mailbox.firing);
+    }
+}
