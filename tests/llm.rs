@@ -126,6 +126,18 @@ matrix! {
         assert_eq!(report["llm"]["tokens_out"], 100);
         let cost = report["llm"]["cost_usd"].as_f64().expect("cost");
         assert!((cost - 0.0007).abs() < 1e-9, "{cost}");
+        // The same figures in /metrics, by model.
+        let metrics = app.http.get(app.url("/metrics")).bearer_auth("admin-token").send().await.expect("metrics");
+        let metrics = metrics.text().await.expect("text");
+        for want in [
+            "swarm_llm_calls_total{model=\"fake-model\",outcome=\"ok\"}",
+            "swarm_llm_tokens_total{model=\"fake-model\",kind=\"input\"}",
+            "swarm_llm_cost_usd_total{model=\"fake-model\"}",
+            "swarm_llm_breaker_state 0",
+            "swarm_step_duration_seconds_count{agent=\"analyst\",outcome=\"ok\"}",
+        ] {
+            assert!(metrics.contains(want), "{want} in:\n{metrics}");
+        }
 
         // The real wire format: model, JSON mode, bearer key; mail content delimited as data.
         let seen = fake.seen();

@@ -153,20 +153,24 @@ pub async fn run_recorded(store: &Store, state: &mut TaskState, jobs: &[Job]) ->
         })
         .collect();
     store.finish_steps(state.task_id, &state.owner, &recorded).await?;
-    recorded.iter().for_each(count_step);
+    for (job, step) in jobs.iter().zip(&recorded) {
+        count_step(step, job.agent.model());
+    }
     Ok(runs)
 }
 
 /// A finished step in the metrics: `swarm_step_duration_seconds{agent, outcome}` and, for an
 /// LLM step, `swarm_llm_tokens_total{model, kind="input"|"output"}` and
 /// `swarm_llm_cost_usd_total{model}` (a float that only grows, so a gauge in the `metrics` crate).
-fn count_step(step: &StepOutcome<'_>) {
+/// `model` is the configured one the step asked for, as on `swarm_llm_calls_total` (the API may
+/// answer with a dated snapshot name).
+fn count_step(step: &StepOutcome<'_>, model: Option<&str>) {
     let outcome = if step.outcome.is_ok() { "ok" } else { "failed" };
     let agent = step.agent.to_owned();
     metrics::histogram!("swarm_step_duration_seconds", "agent" => agent, "outcome" => outcome)
         .record(step.duration_ms as f64 / 1000.0);
     if let Some(usage) = step.usage {
-        let model = usage.model.clone();
+        let model = model.unwrap_or(&usage.model).to_owned();
         metrics::counter!("swarm_llm_tokens_total", "model" => model.clone(), "kind" => "input")
             .increment(usage.tokens_in);
         metrics::counter!("swarm_llm_tokens_total", "model" => model.clone(), "kind" => "output")
