@@ -60,23 +60,28 @@ pub async fn status_events(
         Some(mark) => mark,
         None => state.store.audit_head().await?.0,
     };
-    let stream = futures_util::stream::unfold((state, start, 0u32), |(state, mark, quiet)| async move {
+    let stream = futures_util::stream::unfold((state, start), |(state, mark)| async move {
         let mut closing = state.closing.clone();
+        let mut quiet = 0;
         loop {
+            // A sender that is gone without a word (a state built without a server) never closes.
+            let closed = async {
+                if closing.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 () = tokio::time::sleep(CHECK_EVERY) => {}
-                changed = closing.changed() => match changed {
-                    Ok(()) => return None,
-                    Err(_) => std::future::pending::<()>().await,
-                },
+                () = closed => return None,
             }
+            quiet += 1;
             let Ok((head, _)) = state.store.audit_head().await else { continue };
-            if head == mark && quiet + 1 < RESEND_EVERY {
-                return Some((Ok(Event::default().comment("")), (state, mark, quiet + 1)));
+            if head == mark && quiet < RESEND_EVERY {
+                continue;
             }
             let Ok(html) = render_live(&state).await else { continue };
             let event = Event::default().event("update").id(head.to_string()).data(html);
-            return Some((Ok(event), (state, head, 0)));
+            return Some((Ok(event), (state, head)));
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
