@@ -98,6 +98,15 @@ async fn metrics_count_what_happened_without_naming_anyone() {
     let ignored_line = format!("swarm_messages_ignored_total{{rule=\"{rule}\"}}");
     let missing = app.http.get(app.url("/tasks/999")).bearer_auth(TOKEN).send().await.expect("404");
     assert_eq!(missing.status(), 404);
+    let forged = app
+        .post_signed_with(
+            &fixture("action_request.eml"),
+            "msg_m3",
+            support::ROTATED,
+            chrono::Utc::now().timestamp(),
+        )
+        .await;
+    assert_eq!(forged.status(), 401, "signed with a key we do not hold");
 
     assert_eq!(app.http.get(app.url("/metrics")).send().await.expect("metrics").status(), 401);
     let r = app.http.get(app.url("/metrics")).bearer_auth(TOKEN).send().await.expect("metrics");
@@ -121,6 +130,7 @@ async fn metrics_count_what_happened_without_naming_anyone() {
         "swarm_http_requests_total{route=\"/inbound/raw\",method=\"POST\",status=\"202\"}",
         "swarm_http_requests_total{route=\"/tasks/{id}\",method=\"GET\",status=\"404\"}",
         "swarm_http_request_duration_seconds_bucket{route=\"/inbound/raw\",le=\"",
+        "swarm_inbound_rejections_total{endpoint=\"/inbound/raw\",status=\"401\"} 1",
         "# HELP swarm_messages_received_total",
     ] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
