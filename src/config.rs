@@ -2,6 +2,7 @@
 //! No other module reads the environment. Secrets are `SecretString`, redacted in `Debug`.
 //! Every setting has a default; `.env.example` lists them all.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -386,14 +387,37 @@ fn budget(get: Lookup<'_>, number: Number<'_>) -> Result<Budget> {
     })
 }
 
+/// Secrets by hook name.
+type NamedSecrets = BTreeMap<String, Vec<SecretString>>;
+
+/// `SWARM_HOOK_SECRETS`: comma-separated; `name=whsec_…` entries are that hook's own secrets
+/// (several for one name while rotating), bare `whsec_…` entries the shared list for names
+/// without their own. Without bare entries the shared list is `shared`
+/// (`SWARM_WEBHOOK_SECRETS`). Errors name a malformed entry's hook, never a secret.
+fn hook_secrets(value: Option<String>, shared: &[SecretString]) -> Result<(Vec<SecretString>, NamedSecrets)> {
+    let mut bare = Vec::new();
+    let mut named = NamedSecrets::new();
+    for entry in value.as_deref().unwrap_or_default().split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match entry.split_once('=') {
+            Some((name, secret))
+                if !name.starts_with("whsec_") && crate::intake::providers::hook::valid_name(name) =>
+            {
+                if secret.trim().is_empty() {
+                    bail!("SWARM_HOOK_SECRETS: the entry for hook {name:?} has no secret after '='");
+                }
+                named.entry(name.to_owned()).or_default().push(SecretString::from(secret.trim().to_owned()));
+            }
+            _ => bare.push(SecretString::from(entry.to_owned())),
+        }
+    }
+    Ok((if bare.is_empty() { shared.to_vec() } else { bare }, named))
+}
+
 /// The HTTP intake endpoints: `SWARM_WEBHOOK_SECRETS` (`/inbound/raw`), `SWARM_HOOK_SECRETS`
-/// (default: the same), the providers' keys, `SWARM_INBOUND_DISABLED` and the request limits.
+/// (see [`hook_secrets`]), the providers' keys, `SWARM_INBOUND_DISABLED` and the request limits.
 fn inbound_settings(get: Lookup<'_>, number: Number<'_>) -> Result<inbound::Settings> {
     let webhook_secrets = secret_list(get("SWARM_WEBHOOK_SECRETS"));
-    let hook_secrets = match get("SWARM_HOOK_SECRETS") {
-        Some(v) => secret_list(Some(v)),
-        None => webhook_secrets.clone(),
-    };
+    let (hook_secrets, named_hook_secrets) = hook_secrets(get("SWARM_HOOK_SECRETS"), &webhook_secrets)?;
     let mut disabled = Vec::new();
     for name in get("SWARM_INBOUND_DISABLED").unwrap_or_default().split(',').map(str::trim) {
         if name.is_empty() {
@@ -413,6 +437,7 @@ fn inbound_settings(get: Lookup<'_>, number: Number<'_>) -> Result<inbound::Sett
         sendgrid_verification_key: get("SENDGRID_VERIFICATION_KEY"),
         postmark_basic_auth: get("POSTMARK_INBOUND_BASIC_AUTH").map(SecretString::from),
         hook_secrets,
+        named_hook_secrets,
         disabled,
         max_request_bytes: number("SWARM_MAX_REQUEST_BYTES", 25 * 1024 * 1024)? as usize,
         max_buffered_bytes: number("SWARM_INBOUND_MAX_BUFFERED_BYTES", 128 * 1024 * 1024)? as usize,
@@ -703,6 +728,24 @@ mod tests {
                 .expect("valid");
         assert_eq!(s.inbound.disabled, [Endpoint::Raw, Endpoint::Hooks]);
         assert_eq!(s.inbound.hook_secrets.len(), 2);
+        let s = settings(&[
+            ("SWARM_WEBHOOK_SECRETS", "whsec_raw"),
+            ("SWARM_HOOK_SECRETS", "crm=whsec_a, crm=whsec_b,billing=whsec_c"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            s.inbound.hook_secrets.len(),
+            1,
+            "no bare entry: names without their own share /inbound/raw's"
+        );
+        let named: Vec<(&str, usize)> =
+            s.inbound.named_hook_secrets.iter().map(|(k, v)| (k.as_str(), v.len())).collect();
+        assert_eq!(named, [("billing", 1), ("crm", 2)]);
+        let s = settings(&[("SWARM_HOOK_SECRETS", "whsec_shared,crm=whsec_a")]).expect("valid");
+        assert_eq!((s.inbound.hook_secrets.len(), s.inbound.named_hook_secrets.len()), (1, 1));
+        let err = Settings::from_lookup(|k| (k == "SWARM_HOOK_SECRETS").then(|| "crm=".to_owned()))
+            .expect_err("an empty secret");
+        assert!(format!("{err:#}").contains("\"crm\" has no secret"), "{err:#}");
         let err = settings(&[("SWARM_INBOUND_DISABLED", "mailchimp")]).expect_err("unknown");
         assert!(format!("{err:#}").contains("SWARM_INBOUND_DISABLED"));
     }

@@ -479,3 +479,25 @@ async fn a_body_that_never_arrives_times_out_with_408() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_with_its_own_secrets_is_verified_with_those_alone() {
+    // crm has its own secret and a second one while rotating; other hooks share the list.
+    let crm = "whsec_Y3JtLW93bi1zZWNyZXQta2V5LWZvci10ZXN0cw==";
+    let env = [("SWARM_HOOK_SECRETS", format!("crm={crm},crm={}", support::ROTATED))];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn(Db::Sqlite, &env).await;
+    let body = provider_fixture("hook_task.json");
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(status(app.post_hook_with("crm", "evt_own_1", &body, now(), crm).await), 202);
+    assert_eq!(
+        status(app.post_hook_with("crm", "evt_own_2", &body, now(), support::ROTATED).await),
+        202,
+        "rotation"
+    );
+    let shared = app.post_hook("crm", "evt_own_3", &body, now()).await;
+    assert_eq!(shared.status(), 401, "the shared secret no longer opens crm");
+    assert_eq!(status(app.post_hook("billing", "evt_shared_1", &body, now()).await), 202, "others share");
+    assert_eq!(status(app.post_hook_with("billing", "evt_shared_2", &body, now(), crm).await), 401);
+    app.stop().await;
+}

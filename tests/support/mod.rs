@@ -190,7 +190,19 @@ impl TestApp {
 
     /// Posts `body` (JSON) to `/hooks/{name}` signed with [`SECRET`] as webhook-id `id` at `timestamp`.
     pub async fn post_hook(&self, name: &str, id: &str, body: &[u8], timestamp: i64) -> reqwest::Response {
-        let signature = sign(&decode_secret(SECRET).expect("secret"), id, timestamp, body);
+        self.post_hook_with(name, id, body, timestamp, SECRET).await
+    }
+
+    /// [`Self::post_hook`] signed with `secret`.
+    pub async fn post_hook_with(
+        &self,
+        name: &str,
+        id: &str,
+        body: &[u8],
+        timestamp: i64,
+        secret: &str,
+    ) -> reqwest::Response {
+        let signature = sign(&decode_secret(secret).expect("secret"), id, timestamp, body);
         self.http
             .post(self.url(&format!("/hooks/{name}")))
             .header("content-type", "application/json")

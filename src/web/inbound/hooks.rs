@@ -21,14 +21,14 @@ fn name(parts: &Parts) -> &str {
 
 impl Provider for Hooks {
     const ENDPOINT: Endpoint = Endpoint::Hooks;
-    const SETTING: &'static str = "SWARM_HOOK_SECRETS or SWARM_WEBHOOK_SECRETS";
+    const SETTING: &'static str = "SWARM_HOOK_SECRETS (name=whsec_… per hook) or SWARM_WEBHOOK_SECRETS";
     const ACCEPTED: StatusCode = StatusCode::ACCEPTED;
     const UNACCEPTABLE: StatusCode = StatusCode::UNPROCESSABLE_ENTITY;
     /// The JSON and the composed message.
     const BUFFER_FACTOR: usize = 2;
 
     fn configured(inbound: &Inbound) -> bool {
-        inbound.hooks.is_some()
+        inbound.hooks.is_some() || !inbound.named_hooks.is_empty()
     }
 
     fn check_route(parts: &Parts) -> Result<(), ApiError> {
@@ -43,7 +43,7 @@ impl Provider for Hooks {
 
     /// Signature headers and media type, before the body is read.
     async fn check_head(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
-        check_standard_head(state.inbound.hooks.as_ref(), &parts.headers, state.now())?;
+        check_standard_head(state.inbound.hook_verifier(name(parts)), &parts.headers, state.now())?;
         if media_type(&parts.headers) != "application/json" {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -55,8 +55,8 @@ impl Provider for Hooks {
 
     async fn convert(state: &AppState, parts: &Parts, body: Bytes) -> Result<Converted, ApiError> {
         let inbound = &state.inbound;
-        let id = verify_standard(inbound.hooks.as_ref(), &parts.headers, &body, state.now())?;
         let name = name(parts);
+        let id = verify_standard(inbound.hook_verifier(name), &parts.headers, &body, state.now())?;
         let (request, raw) = hook::message(name, id, &body, state.store.clock().now())
             .map_err(|r| refuse(r, Self::UNACCEPTABLE))?;
         if let Some(w) = request.workflow.as_deref().filter(|w| !inbound.workflows.iter().any(|k| k == w)) {

@@ -28,6 +28,7 @@ mod postmark;
 mod raw;
 mod sendgrid;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -109,6 +110,9 @@ pub struct Settings {
     /// Standard Webhooks secrets of `/hooks/{name}` (`SWARM_HOOK_SECRETS`, default
     /// `SWARM_WEBHOOK_SECRETS`).
     pub hook_secrets: Vec<SecretString>,
+    /// Hooks with their own secrets (`SWARM_HOOK_SECRETS=crm=whsec_…`): such a hook is verified
+    /// with these only, so one integration is revoked or rotated alone.
+    pub named_hook_secrets: BTreeMap<String, Vec<SecretString>>,
     pub disabled: Vec<Endpoint>,
     /// Largest request body, in bytes; larger ones get 413 before the rest is read.
     pub max_request_bytes: usize,
@@ -128,6 +132,8 @@ pub struct Settings {
 pub struct Inbound {
     pub(super) raw: Option<Verifier>,
     pub(super) hooks: Option<Verifier>,
+    /// The hooks with their own secrets, by name.
+    pub(super) named_hooks: BTreeMap<String, Verifier>,
     pub(super) webhook_tolerance: Duration,
     pub(super) mailgun_key: Option<SecretString>,
     pub(super) mailgun_tolerance: Duration,
@@ -173,6 +179,15 @@ impl Inbound {
         Ok(Self {
             raw: verifier(&i.raw_secrets).context("SWARM_WEBHOOK_SECRETS")?,
             hooks: verifier(&i.hook_secrets).context("SWARM_HOOK_SECRETS")?,
+            named_hooks: i
+                .named_hook_secrets
+                .iter()
+                .map(|(name, secrets)| {
+                    let verifier = Verifier::new(secrets, i.webhook_tolerance)
+                        .with_context(|| format!("SWARM_HOOK_SECRETS for hook {name:?}"))?;
+                    Ok((name.clone(), verifier))
+                })
+                .collect::<Result<_>>()?,
             webhook_tolerance: i.webhook_tolerance,
             mailgun_key: i.mailgun_signing_key.clone(),
             mailgun_tolerance: i.mailgun_tolerance,
@@ -192,6 +207,11 @@ impl Inbound {
             limiters,
             workflows,
         })
+    }
+
+    /// The verifier of hook `name`: its own secrets when it has them, else the shared list.
+    pub(super) fn hook_verifier(&self, name: &str) -> Option<&Verifier> {
+        self.named_hooks.get(name).or(self.hooks.as_ref())
     }
 
     /// 404 unless `endpoint` is configured (`secret_set`) and enabled; then the rate limit.
