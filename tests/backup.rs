@@ -5,7 +5,6 @@
 #[macro_use]
 mod support;
 
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,16 +12,8 @@ use std::time::Duration;
 use support::{Db, TestApp};
 use swarm_director::store::Store;
 
-fn binary(dir: &std::path::Path, url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_swarm-director"))
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", url)
-        .env("SWARM_LOG", "warn")
-        .output()
-        .expect("binary runs")
+fn binary(dir: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
+    support::run_binary(dir, url, args, &[])
 }
 
 async fn task_ids(store: &Store) -> Vec<i64> {

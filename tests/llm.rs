@@ -127,8 +127,7 @@ matrix! {
         let cost = report["llm"]["cost_usd"].as_f64().expect("cost");
         assert!((cost - 0.0007).abs() < 1e-9, "{cost}");
         // The same figures in /metrics, by model.
-        let metrics = app.http.get(app.url("/metrics")).bearer_auth("admin-token").send().await.expect("metrics");
-        let metrics = metrics.text().await.expect("text");
+        let metrics = admin_get(&app, "/metrics").await;
         for want in [
             "swarm_llm_calls_total{model=\"fake-model\",outcome=\"ok\"}",
             "swarm_llm_tokens_total{model=\"fake-model\",kind=\"input\"}",
@@ -231,32 +230,14 @@ async fn repeated_500s_open_the_breaker_then_it_recovers() {
     // While open, a second task makes no call at all.
     let (_, _, _) = run(&app, 4, "swarm@localhost", "Q3 numbers").await;
     assert_eq!(fake.seen().len(), 3, "no calls while the breaker is open");
-    let health: Value = app
-        .http
-        .get(app.url("/health"))
-        .bearer_auth("admin-token")
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let health: Value = serde_json::from_str(&admin_get(&app, "/health").await).expect("json");
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(health["details"]["llm"]["breaker"]["state"], "open", "{health}");
 
     // After the cool-down a probe goes through; the endpoint is healthy again.
     fake.script(|role, _| good_answer(role));
     clock.advance(Duration::from_millis(1999));
-    let health: Value = app
-        .http
-        .get(app.url("/health"))
-        .bearer_auth("admin-token")
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let health: Value = serde_json::from_str(&admin_get(&app, "/health").await).expect("json");
     assert_eq!(
         health["details"]["llm"]["breaker"],
         serde_json::json!({"state": "open", "retry_in_ms": 1}),
@@ -266,16 +247,7 @@ async fn repeated_500s_open_the_breaker_then_it_recovers() {
     let (_, report, reply) = run(&app, 5, "swarm@localhost", "Q3 numbers").await;
     assert!(steps(&report).iter().all(|(_, status)| status == "ok"), "{report}");
     assert!(reply.contains("LLM summary"), "{reply}");
-    let health: Value = app
-        .http
-        .get(app.url("/health"))
-        .bearer_auth("admin-token")
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let health: Value = serde_json::from_str(&admin_get(&app, "/health").await).expect("json");
     assert_eq!(
         health["details"]["llm"]["breaker"],
         serde_json::json!({"state": "closed", "failures": 0}),

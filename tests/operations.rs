@@ -6,13 +6,13 @@
 #[macro_use]
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Db, TestApp, fixture, json};
+use support::{Db, TestApp, fixture, json, run_binary};
 use swarm_director::domain::{Clock, ManualClock};
 use swarm_director::scheduler::{JobContext, JobSettings, run_now};
 use swarm_director::store::{AuditFilter, Store};
@@ -249,31 +249,16 @@ async fn alerts_are_mailed_once_per_condition_and_recovery_is_mailed() {
     app.stop().await;
 }
 
-/// Runs the binary on `url` with `env`, in `dir`.
-fn binary(dir: &std::path::Path, url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_swarm-director"))
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", url)
-        .env("SWARM_OUTBOX_DIR", dir.join("outbox"))
-        .env("SWARM_LOG", "warn")
-        .envs(env.iter().copied())
-        .output()
-        .expect("binary runs")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_list_and_job_run_from_the_command_line() {
     let dir = tempfile::tempdir().expect("tmp");
     let url = format!("sqlite://{}/swarm.db", dir.path().display());
     let a = dir.path().join("a.eml");
     std::fs::write(&a, fixture("action_request.eml")).expect("write");
-    let ingest = binary(dir.path(), &url, &["ingest", &a.display().to_string()], &[]);
+    let ingest = run_binary(dir.path(), &url, &["ingest", &a.display().to_string()], &[]);
     assert!(ingest.status.success(), "{ingest:?}");
 
-    let list = binary(dir.path(), &url, &["job", "list"], &[("SWARM_SCHEDULE_RETENTION", "0 0 1 * * *")]);
+    let list = run_binary(dir.path(), &url, &["job", "list"], &[("SWARM_SCHEDULE_RETENTION", "0 0 1 * * *")]);
     assert!(list.status.success(), "{list:?}");
     let text = String::from_utf8_lossy(&list.stdout).into_owned();
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
@@ -283,12 +268,12 @@ async fn job_list_and_job_run_from_the_command_line() {
     assert_eq!(rows[2][2], "off: SWARM_DIGEST_TO is unset");
     assert_eq!(rows[0][3], "-", "never ran");
 
-    let bad = binary(dir.path(), &url, &["job", "list"], &[("SWARM_SCHEDULE_DIGEST", "daily")]);
+    let bad = run_binary(dir.path(), &url, &["job", "list"], &[("SWARM_SCHEDULE_DIGEST", "daily")]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("SWARM_SCHEDULE_DIGEST"), "{bad:?}");
 
     let digest =
-        binary(dir.path(), &url, &["job", "run", "digest"], &[("SWARM_DIGEST_TO", "ops@example.org")]);
+        run_binary(dir.path(), &url, &["job", "run", "digest"], &[("SWARM_DIGEST_TO", "ops@example.org")]);
     assert!(digest.status.success(), "{digest:?}");
     let said = String::from_utf8_lossy(&digest.stdout).into_owned();
     assert!(said.starts_with("digest: digest of 1 tasks queued as delivery"), "{said}");
@@ -303,13 +288,13 @@ async fn job_list_and_job_run_from_the_command_line() {
         assert!(mail.contains(want), "{want} in:\n{mail}");
     }
 
-    let nonces = binary(dir.path(), &url, &["job", "run", "webhook-nonces"], &[]);
+    let nonces = run_binary(dir.path(), &url, &["job", "run", "webhook-nonces"], &[]);
     assert_eq!(String::from_utf8_lossy(&nonces.stdout).trim(), "webhook-nonces: 0 expired nonces purged");
-    let list = binary(dir.path(), &url, &["job", "list"], &[]);
+    let list = run_binary(dir.path(), &url, &["job", "list"], &[]);
     let text = String::from_utf8_lossy(&list.stdout).into_owned();
     let digest_row = text.lines().find(|l| l.starts_with("digest\t")).expect("digest row");
     assert!(digest_row.contains("\tok "), "last run shown: {digest_row}");
-    let unknown = binary(dir.path(), &url, &["job", "run", "nope"], &[]);
+    let unknown = run_binary(dir.path(), &url, &["job", "run", "nope"], &[]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no job \"nope\""), "{unknown:?}");
 }

@@ -7,7 +7,6 @@
 #[macro_use]
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use support::{Db, TestApp, fixture, json};
@@ -86,6 +85,9 @@ async fn the_event_stream_sends_the_new_live_part_when_a_task_arrives() {
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"].to_str().expect("ascii").starts_with("text/event-stream"));
     let mut body = r;
+    let bad = app.http.get(app.url("/events?since=yesterday")).send().await.expect("events");
+    assert_eq!(bad.status(), 400);
+    assert!(json(bad).await["error"].as_str().is_some_and(|e| e.contains("since")));
     let task = app.post_for_task(&sender(7, "swarm@localhost"), "msg_e1").await;
     let mut seen = String::new();
     let found = tokio::time::timeout(Duration::from_secs(10), async {
@@ -127,16 +129,7 @@ async fn audit_exports_as_json_lines_and_a_task_pdf() {
     assert!(records.len() >= 3 && records.iter().all(|r| r.task_id == Some(task)), "{text}");
     assert_eq!(app.http.get(app.url("/audit.jsonl")).send().await.expect("jsonl").status(), 401);
 
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_swarm-director"))
-            .args(args)
-            .current_dir(app.dir.path())
-            .env_clear()
-            .env("DATABASE_URL", &app.database_url)
-            .env("SWARM_LOG", "warn")
-            .output()
-            .expect("binary runs")
-    };
+    let run = |args: &[&str]| support::run_binary(app.dir.path(), &app.database_url, args, &[]);
     let out = run(&["audit", "export", "--format", "jsonl"]);
     assert!(out.status.success());
     let all: Vec<AuditRecord> = String::from_utf8_lossy(&out.stdout)
@@ -167,19 +160,11 @@ async fn audit_exports_as_json_lines_and_a_task_pdf() {
 async fn a_trusted_proxy_names_the_client_the_rate_limit_counts() {
     let limits = [("SWARM_INBOUND_RATE_PER_SEC", "1"), ("SWARM_INBOUND_RATE_BURST", "1")];
     let post = |app: &TestApp, id: &str, client: &str| {
-        let body = format!("From: a@example.org\r\nTo: swarm@localhost\r\nSubject: {id}\r\nMessage-ID: <{id}@example.org>\r\n\r\nHi\r\n").into_bytes();
+        let body = format!(
+            "From: a@example.org\r\nTo: swarm@localhost\r\nSubject: {id}\r\nMessage-ID: <{id}@example.org>\r\n\r\nHi\r\n"
+        );
         let ts = chrono::Utc::now().timestamp();
-        let key = swarm_director::intake::webhook::decode_secret(support::SECRET).expect("secret");
-        let signature = swarm_director::intake::webhook::sign(&key, id, ts, &body);
-        app.http
-            .post(app.url("/inbound/raw"))
-            .header("content-type", "message/rfc822")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", ts.to_string())
-            .header("webhook-signature", signature)
-            .header("x-forwarded-for", client)
-            .body(body)
-            .send()
+        app.signed_raw(body.as_bytes(), id, support::SECRET, ts).header("x-forwarded-for", client).send()
     };
     // Behind a trusted proxy (the test client is 127.0.0.1), two clients have two budgets.
     let mut env = limits.to_vec();

@@ -1,11 +1,11 @@
-//! What the live status page lists beyond the counts: held replies, recently ignored mail,
-//! tasks per hour, and the step samples behind the per-agent statistics.
+//! What the live status page lists beyond the counts: held replies, tasks per hour, and the
+//! step samples behind the per-agent statistics.
 
 use serde::Serialize;
 use sqlx::FromRow;
 
 use super::error::Result;
-use super::{DeliveryRow, MessageRow, Store};
+use super::{DeliveryRow, Store};
 
 /// One finished step, for the per-agent statistics.
 #[derive(Debug, Clone, FromRow, Serialize)]
@@ -26,18 +26,6 @@ impl Store {
             "SELECT id, task_id, kind, message_id, envelope_to, status, attempts, created_at, delivered_at,
                     location, last_error
              FROM outbox WHERE status = 'held' ORDER BY id LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?)
-    }
-
-    /// The newest ignored messages, with their reasons.
-    pub async fn recently_ignored(&self, limit: i64) -> Result<Vec<MessageRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, received_at, source, source_key, message_id, sha256, size_bytes, status, reason,
-                    sender, subject
-             FROM messages WHERE status = 'ignored' ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.reader)

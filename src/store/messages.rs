@@ -174,11 +174,17 @@ impl Store {
 
     /// Quarantined messages, newest first (at most `limit`).
     pub async fn quarantined(&self, limit: i64) -> Result<Vec<MessageRow>> {
+        self.messages_with_status(MessageStatus::Quarantined, limit).await
+    }
+
+    /// Messages of `status`, newest first (at most `limit`).
+    pub async fn messages_with_status(&self, status: MessageStatus, limit: i64) -> Result<Vec<MessageRow>> {
         Ok(sqlx::query_as(
             "SELECT id, received_at, source, source_key, message_id, sha256, size_bytes, status, reason,
                     sender, subject
-             FROM messages WHERE status = 'quarantined' ORDER BY id DESC LIMIT $1",
+             FROM messages WHERE status = $1 ORDER BY id DESC LIMIT $2",
         )
+        .bind(status.as_str())
         .bind(limit)
         .fetch_all(&self.reader)
         .await?)

@@ -53,9 +53,11 @@ pub struct Since {
 pub async fn status_events(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<Since>,
+    query: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     state.authorize(&headers)?;
+    // A malformed `since` gets the JSON error body like every other error.
+    let Query(q) = query.map_err(|e| ApiError::new(axum::http::StatusCode::BAD_REQUEST, e.body_text()))?;
     let start = match q.since {
         Some(mark) => mark,
         None => state.store.audit_head().await?.0,
@@ -102,7 +104,7 @@ async fn live_context(state: &AppState) -> Result<Value, ApiError> {
     let day_ago = (now - chrono::Duration::hours(24)).to_rfc3339_opts(SecondsFormat::Micros, true);
     let month_ago = (now - chrono::Duration::days(30)).to_rfc3339_opts(SecondsFormat::Micros, true);
     let ignored: Vec<Value> = store
-        .recently_ignored(20)
+        .messages_with_status(crate::domain::MessageStatus::Ignored, 20)
         .await?
         .into_iter()
         .map(|m| {

@@ -175,6 +175,11 @@ impl TestApp {
         secret: &str,
         timestamp: i64,
     ) -> reqwest::Response {
+        self.signed_raw(body, id, secret, timestamp).send().await.expect("request")
+    }
+
+    /// The request [`Self::post_signed_with`] sends, for a test to add headers to.
+    pub fn signed_raw(&self, body: &[u8], id: &str, secret: &str, timestamp: i64) -> reqwest::RequestBuilder {
         let sig = sign(&decode_secret(secret).expect("secret"), id, timestamp, body);
         self.http
             .post(self.url("/inbound/raw"))
@@ -183,9 +188,6 @@ impl TestApp {
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", sig)
             .body(body.to_vec())
-            .send()
-            .await
-            .expect("request")
     }
 
     /// Posts `body` (JSON) to `/hooks/{name}` signed with [`SECRET`] as webhook-id `id` at `timestamp`.
@@ -262,6 +264,22 @@ impl TestApp {
         let o = self.store.overview(1).await.expect("overview");
         o.messages_by_status.iter().map(|(_, n)| n).sum()
     }
+}
+
+/// Runs the `swarm-director` binary in `dir` on the database `url` (replies into `dir/outbox`,
+/// warnings only), with `env` on top of a cleared environment.
+pub fn run_binary(dir: &Path, url: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_swarm-director"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", url)
+        .env("SWARM_OUTBOX_DIR", dir.join("outbox"))
+        .env("SWARM_LOG", "warn")
+        .envs(env.iter().copied())
+        .output()
+        .expect("binary runs")
 }
 
 /// The JSON body of a response.
