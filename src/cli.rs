@@ -290,6 +290,63 @@ pub async fn suppression_remove(settings: Settings, address: String) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// `token create`: stores the token's hash and prints `NAME<TAB>SCOPES<TAB>EXPIRES`, then the
+/// token alone on the next line. It is not shown again.
+pub async fn token_create(
+    settings: Settings,
+    name: String,
+    scopes: String,
+    expires: Option<String>,
+) -> Result<ExitCode> {
+    use crate::domain::{Scopes, new_token, parse_lifetime, token_hash, valid_token_name};
+    anyhow::ensure!(valid_token_name(&name), "token names are 1-64 of a-z, 0-9, - and _ (got {name:?})");
+    let scopes = Scopes::parse(&scopes)?;
+    let lifetime = expires.as_deref().map(parse_lifetime).transpose().map_err(anyhow::Error::msg)?;
+    let store = open(&settings).await?;
+    let expires_at = lifetime.map(|secs| {
+        crate::store::timestamp(store.clock().now() + chrono::Duration::seconds(secs.min(i64::MAX as u64) as i64))
+    });
+    let token = new_token();
+    store.create_token(&name, &token_hash(&token), &scopes.to_string(), expires_at.as_deref(), "cli").await?;
+    println!("{name}\t{scopes}\t{}", expires_at.as_deref().unwrap_or("never"));
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `token list`: `NAME<TAB>SCOPES<TAB>CREATED<TAB>LAST USED<TAB>EXPIRES<TAB>STATE`, where STATE
+/// is `active`, `expired` or `revoked <time>`.
+pub async fn token_list(settings: Settings) -> Result<ExitCode> {
+    let store = open(&settings).await?;
+    let now = crate::store::timestamp(store.clock().now());
+    for t in store.tokens().await? {
+        let state = match (&t.revoked_at, &t.expires_at) {
+            (Some(at), _) => format!("revoked {at}"),
+            (None, Some(until)) if *until <= now => "expired".to_owned(),
+            _ => "active".to_owned(),
+        };
+        let or_dash = |t: &Option<String>| t.clone().unwrap_or_else(|| "-".into());
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{state}",
+            t.name,
+            t.scopes,
+            t.created_at,
+            or_dash(&t.last_used_at),
+            or_dash(&t.expires_at)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `token revoke NAME`: the token is refused from now on (audited).
+pub async fn token_revoke(settings: Settings, name: String) -> Result<ExitCode> {
+    let store = open(&settings).await?;
+    if !store.revoke_token(&name, "cli").await? {
+        return Err(StoreError::NotFound(format!("no active token {name:?}")).into());
+    }
+    println!("token {name} revoked");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `task show ID`: the task report as pretty JSON.
 pub async fn task_show(settings: Settings, id: i64) -> Result<ExitCode> {
     let store = open(&settings).await?;

@@ -53,6 +53,11 @@ enum Command {
     },
     /// Write an online, checked copy of the SQLite database to PATH (see docs/backup.md).
     Backup { path: PathBuf },
+    /// API tokens (for /api/v1, /mcp and the pages).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Addresses we no longer send to (hard bounces).
     Suppression {
         #[command(subcommand)]
@@ -85,6 +90,27 @@ enum JobCommand {
     List,
     /// Run one job now and print what it did.
     Run { name: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token and print it (once: only its SHA-256 is stored).
+    Create {
+        /// 1-64 of a-z, 0-9, - and _; audit records name the token by it.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: read (see tasks and mail), operate (retry, cancel, release,
+        /// reprocess, create tasks), approve (decide held drafts).
+        #[arg(long, default_value = "read")]
+        scopes: String,
+        /// Lifetime such as 90d, 12h or 30m; none when absent.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Print `NAME<TAB>SCOPES<TAB>CREATED<TAB>LAST USED<TAB>EXPIRES<TAB>STATE`.
+    List,
+    /// Refuse the token from now on.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -173,6 +199,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Suppression { command: SuppressionCommand::Remove { address } } => {
             cli::suppression_remove(settings, address).await
         }
+        Command::Token { command: TokenCommand::Create { name, scopes, expires } } => {
+            cli::token_create(settings, name, scopes, expires).await
+        }
+        Command::Token { command: TokenCommand::List } => cli::token_list(settings).await,
+        Command::Token { command: TokenCommand::Revoke { name } } => cli::token_revoke(settings, name).await,
         Command::Task { command: TaskCommand::Show { id } } => cli::task_show(settings, id).await,
         Command::Job { command: JobCommand::List } => cli::job_list(settings).await,
         Command::Job { command: JobCommand::Run { name } } => cli::job_run(settings, name).await,

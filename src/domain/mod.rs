@@ -3,6 +3,7 @@
 //! value that exists is a valid one ("parse, don't validate"). Imports nothing of the crate and
 //! does no I/O (the system clock aside).
 
+mod access;
 mod bounce;
 mod clock;
 mod email;
@@ -13,6 +14,7 @@ mod rules;
 mod text;
 mod usage;
 
+pub use access::{InvalidScopes, Scope, Scopes, new_token, parse_lifetime, token_hash, valid_token_name};
 pub use bounce::{BounceNotice, BouncedDelivery};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use email::{Attachment, InboundEmail, Mailbox};

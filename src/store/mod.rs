@@ -14,7 +14,7 @@
 //! order without deadlocks. Migrations: `migrations/sqlite`, `migrations/postgres`.
 //!
 //! One file per aggregate: [`messages`], [`tasks`], [`outbox`], [`suppressions`], [`mailboxes`],
-//! [`audit`], [`reports`], [`jobs`] (scheduled runs, alerts, retention), and [`leases`] (heartbeats, fences) across them; [`dialect`] holds what differs between the backends. Business rules
+//! [`audit`], [`reports`], [`jobs`] (scheduled runs, alerts, retention), [`tokens`] (API tokens, idempotency keys), and [`leases`] (heartbeats, fences) across them; [`dialect`] holds what differs between the backends. Business rules
 //! (who joins a conversation, what a bounce means) are decided by the callers' domain modules;
 //! this module only stores what they decided.
 
@@ -58,6 +58,7 @@ mod outbox;
 mod reports;
 mod suppressions;
 mod tasks;
+mod tokens;
 
 pub use activity::StepSample;
 pub use audit::AuditFilter;
@@ -70,6 +71,7 @@ pub use messages::{Disposition, MessageRow, NewMessage, Nonce};
 pub use outbox::{CapScope, ClaimedDelivery, DeliveryRow, NewDelivery, OwnedDelivery};
 pub use reports::{Digest, Gauges, Overview};
 pub use suppressions::Suppression;
+pub use tokens::{KeyUse, TokenRow};
 pub use tasks::{ClaimedTask, NewStep, NewTask, StepOutcome, StepRow, TaskRow};
 
 /// Pool settings.

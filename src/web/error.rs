@@ -1,6 +1,7 @@
 //! The one error type at the HTTP edge: a status and a message safe to show the client,
-//! rendered as `{"error": "...", "request_id": "..."}` (the id also in the `x-request-id`
-//! header and the log). Internal errors are logged and answered with a generic 500.
+//! rendered as `{"error": "...", "code": "...", "request_id": "..."}` (the id also in the
+//! `x-request-id` header and the log). `code` is a stable word for programs ([`CODES`]);
+//! internal errors are logged and answered with a generic 500.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -10,17 +11,65 @@ use serde_json::json;
 
 use crate::store::StoreError;
 
+/// Every `code` an error body may carry, with its meaning (the OpenAPI document lists them).
+pub const CODES: &[(&str, &str)] = &[
+    ("bad_request", "400: the query, path or body is malformed"),
+    ("unauthorized", "401: no token was presented"),
+    ("invalid_token", "401: the token is unknown, revoked or expired"),
+    ("bad_signature", "401: a webhook's signature or credentials do not verify"),
+    ("missing_scope", "403: the token lacks the scope the operation needs"),
+    ("not_found", "404: no such route, row or enabled endpoint"),
+    ("method_not_allowed", "405: the route does not take this method"),
+    ("timeout", "408 or 504: the request body did not arrive, or the answer was not ready, in time"),
+    ("conflict", "409: the row is not in a state that allows the change, or a replayed webhook"),
+    ("too_large", "413: the body is over the limit"),
+    ("unsupported_media_type", "415: the Content-Type is not the one the route takes"),
+    ("unprocessable", "422: well-formed but not acceptable (unknown workflow, bad address)"),
+    ("idempotency_key_reused", "422: the Idempotency-Key was used before with another body"),
+    ("callback_refused", "422: the callback URL's host is not allowed"),
+    ("rate_limited", "429: too many requests; see Retry-After"),
+    ("internal", "500: an internal error (logged with the request id)"),
+    ("unavailable", "503: the database is busy or the body budget is full; see Retry-After"),
+];
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    code: Option<&'static str>,
     challenge: bool,
     retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), challenge: false, retry_after: None }
+        Self { status, message: message.into(), code: None, challenge: false, retry_after: None }
+    }
+
+    /// Sets the body's `code` (one of [`CODES`]); by default it follows the status.
+    pub fn code(self, code: &'static str) -> Self {
+        debug_assert!(CODES.iter().any(|(c, _)| *c == code), "undocumented error code {code}");
+        Self { code: Some(code), ..self }
+    }
+
+    /// The body's `code`.
+    pub fn code_word(&self) -> &'static str {
+        self.code.unwrap_or(match self.status.as_u16() {
+            400 => "bad_request",
+            401 => "unauthorized",
+            403 => "missing_scope",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            408 | 504 => "timeout",
+            409 => "conflict",
+            413 => "too_large",
+            415 => "unsupported_media_type",
+            422 => "unprocessable",
+            429 => "rate_limited",
+            503 => "unavailable",
+            _ if self.status.is_server_error() => "internal",
+            _ => "bad_request",
+        })
     }
 
     /// Adds `WWW-Authenticate: Basic` (RFC 7617) so clients know to send credentials.
@@ -56,9 +105,13 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "database busy; retry shortly").retry_after(1)
     }
 
-    pub fn unauthorized_admin() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "admin token required: Authorization: Bearer <SWARM_ADMIN_TOKEN>")
-            .challenge()
+    /// 401: no token presented where one is needed.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "a token is required: Authorization: Bearer <token> (SWARM_ADMIN_TOKEN or one from `token create`)",
+        )
+        .challenge()
     }
 }
 
@@ -82,7 +135,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": self.message});
+        let mut body = json!({"error": self.message, "code": self.code_word()});
         if let Some(id) = super::layers::current_request_id().filter(|id| !id.is_empty()) {
             body["request_id"] = json!(id);
         }

@@ -131,7 +131,7 @@ async fn refresh(state: &AppState) -> Result<(), ApiError> {
 
 /// `GET /metrics` behind the admin token (`SWARM_METRICS_ADDR` serves it without one).
 pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    state.authorize(&headers)?;
+    state.authorize(&headers).await?;
     render(&state).await
 }
 

@@ -2,6 +2,7 @@
 //! intake endpoints (signed raw MIME, Mailgun, SendGrid, Postmark, task hooks; see [`inbound`]). Every mail-derived string is escaped (minijinja auto-escape on
 //! `.html` templates). Client errors say what was wrong; internal details are logged only.
 
+mod access;
 mod error;
 pub mod inbound;
 mod layers;
@@ -13,23 +14,23 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::{Path, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::DateTime;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+pub use access::Principal;
 pub use error::ApiError;
 pub use inbound::Inbound;
 
 use crate::audit::CsvExport;
 use crate::audit::export::JsonlExport;
 use crate::intake::Intake;
-use crate::intake::providers::{Credentials, secrets_match};
 use crate::reports::{parse_bound, task_report};
 use crate::store::{AuditFilter, Store};
 
@@ -95,30 +96,6 @@ impl AppState {
     fn render(&self, name: &str, ctx: Value) -> Result<Html<String>, ApiError> {
         let template = self.pages.get_template(name).map_err(ApiError::internal)?;
         Ok(Html(template.render(ctx).map_err(ApiError::internal)?))
-    }
-
-    /// Checks the admin token when one is configured: `Authorization: Bearer <token>`, or HTTP
-    /// Basic with the token as password (so a browser can log in).
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(token) = &self.admin_token else { return Ok(()) };
-        if presented_token(headers)
-            .is_some_and(|t| secrets_match(t.as_bytes(), token.expose_secret().as_bytes()))
-        {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized_admin())
-        }
-    }
-}
-
-/// The admin token a request presents: a Bearer token, or the password of Basic credentials.
-fn presented_token(headers: &HeaderMap) -> Option<String> {
-    match Credentials::parse(headers.get(AUTHORIZATION)?.to_str().ok()?)? {
-        Credentials::Bearer(token) => Some(token),
-        Credentials::Basic(decoded) => {
-            let text = String::from_utf8(decoded).ok()?;
-            text.split_once(':').map(|(_, password)| password.to_owned())
-        }
     }
 }
 
@@ -201,7 +178,7 @@ pub fn metrics_router(state: AppState) -> Router {
 /// `details` adds each mailbox's state and last error, the LLM endpoint (without credentials or
 /// query) and breaker, and the database error; without it nothing but those words is shown.
 async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let details = state.admin_token.is_some() && state.authorize(&headers).is_ok();
+    let details = matches!(state.principal(&headers).await, Ok(Some(p)) if p.scopes.contains(crate::domain::Scope::Read));
     // Reading the mailbox states is also the read check: one query, not a ping and a read.
     let (mailboxes, database_error) = match state.store.mailbox_states().await {
         Ok(m) => (m, state.store.write_failure()),
@@ -289,7 +266,7 @@ async fn task_api(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    state.authorize(&headers)?;
+    state.authorize(&headers).await?;
     let id = parse_id(&id)?;
     let report = task_report(&state.store, id).await?;
     report.map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no task {id}")))
@@ -319,20 +296,20 @@ async fn audit_jsonl(
 }
 
 /// `GET /audit.csv` and `GET /audit.jsonl` (`since`, `until`, `task`): the audit log as RFC
-/// 4180 CSV or JSON Lines; 404 unless `SWARM_ADMIN_TOKEN` is set.
+/// 4180 CSV or JSON Lines, for a token with `read`; 404 while no token is configured.
 async fn audit_export(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
     jsonl: bool,
 ) -> Result<Response, ApiError> {
-    if state.admin_token.is_none() {
+    if !state.access_configured().await? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "the audit export is disabled: set SWARM_ADMIN_TOKEN to enable it",
+            "the audit export is disabled: set SWARM_ADMIN_TOKEN or create a token to enable it",
         ));
     }
-    state.authorize(&headers)?;
+    state.require(&headers, crate::domain::Scope::Read).await?;
     // A malformed query string gets the JSON error body like every other error.
     let axum::extract::Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);

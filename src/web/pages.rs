@@ -33,7 +33,7 @@ pub async fn status_page(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Html<String>, ApiError> {
-    state.authorize(&headers)?;
+    state.authorize(&headers).await?;
     let live = live_context(&state).await?;
     state.render("status.html", live)
 }
@@ -55,7 +55,7 @@ pub async fn status_events(
     headers: HeaderMap,
     query: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    state.authorize(&headers)?;
+    state.authorize(&headers).await?;
     // A malformed `since` gets the JSON error body like every other error.
     let Query(q) = query.map_err(|e| ApiError::new(axum::http::StatusCode::BAD_REQUEST, e.body_text()))?;
     let start = match q.since {
@@ -211,7 +211,7 @@ pub async fn task_page(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Html<String>, ApiError> {
-    state.authorize(&headers)?;
+    state.authorize(&headers).await?;
     let id = parse_id(&id)?;
     let report = task_report(&state.store, id).await?;
     let mut report =

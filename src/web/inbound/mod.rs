@@ -465,7 +465,7 @@ pub(super) fn media_type(headers: &HeaderMap) -> String {
 /// A provider rejection as an answer: 401, or the provider's status for "never retry this".
 pub(super) fn refuse(rejection: Rejection, unacceptable: StatusCode) -> ApiError {
     match rejection {
-        Rejection::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
+        Rejection::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, m).code("bad_signature"),
         Rejection::Unacceptable(m) => ApiError::new(unacceptable, m),
     }
 }
@@ -508,7 +508,7 @@ pub(super) fn verify_standard<'h>(
     let verifier = verifier.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not configured"))?;
     verifier
         .verify(signed_headers(headers), body, now)
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()).code("bad_signature"))
 }
 
 /// The body-independent part of [`verify_standard`]: 401 for missing or malformed headers or a
@@ -522,7 +522,7 @@ pub(super) fn check_standard_head(
     verifier
         .check_head(signed_headers(headers), now)
         .map(|_| ())
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()).code("bad_signature"))
 }
 
 fn signed_headers(headers: &HeaderMap) -> SignedHeaders<'_> {
@@ -538,7 +538,9 @@ pub(super) fn check_basic(headers: &HeaderMap, expected: &SecretString) -> Resul
     if basic_auth_matches(header(headers, AUTHORIZATION.as_str()), expected.expose_secret()) {
         Ok(())
     } else {
-        Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong HTTP Basic credentials").challenge())
+        Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong HTTP Basic credentials")
+            .code("bad_signature")
+            .challenge())
     }
 }
 
