@@ -304,7 +304,9 @@ pub async fn token_create(
     let lifetime = expires.as_deref().map(parse_lifetime).transpose().map_err(anyhow::Error::msg)?;
     let store = open(&settings).await?;
     let expires_at = lifetime.map(|secs| {
-        crate::store::timestamp(store.clock().now() + chrono::Duration::seconds(secs.min(i64::MAX as u64) as i64))
+        crate::store::timestamp(
+            store.clock().now() + chrono::Duration::seconds(secs.min(i64::MAX as u64) as i64),
+        )
     });
     let token = new_token();
     store.create_token(&name, &token_hash(&token), &scopes.to_string(), expires_at.as_deref(), "cli").await?;

@@ -335,8 +335,15 @@ macro_rules! text_enum {
 }
 
 text_enum!(
-    /// Life cycle of a task: `queued` → `running` (leased by a worker) → `done` | `failed`.
-    TaskStatus { Queued => "queued", Running => "running", Done => "done", Failed => "failed" }
+    /// Life cycle of a task: `queued` → `running` (leased by a worker) → `done` | `failed`;
+    /// `queued` → `cancelled` by an operator; `failed` → `queued` when retried.
+    TaskStatus {
+        Queued => "queued",
+        Running => "running",
+        Done => "done",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
 );
 
 text_enum!(

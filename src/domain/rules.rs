@@ -33,7 +33,7 @@ pub fn reason_rule(reason: &str) -> &'static str {
 /// `hook:orders`, `webhook` for `webhook:raw`, the name itself for `mailgun` or `cli`. Bounded
 /// by the code, not by the mail: safe as a metrics label.
 pub fn source_kind(name: &str) -> &'static str {
-    const KINDS: &[&str] = &["imap", "hook", "webhook", "mailgun", "sendgrid", "postmark", "cli"];
+    const KINDS: &[&str] = &["imap", "hook", "api", "webhook", "mailgun", "sendgrid", "postmark", "cli"];
     let head = name.split(':').next().unwrap_or_default();
     KINDS.iter().find(|k| **k == head).copied().unwrap_or("other")
 }

@@ -188,8 +188,7 @@ impl Store {
     pub async fn purge_content(&self, before: &str) -> Result<Purged> {
         let now = self.now();
         let mut tx = self.begin().await?;
-        let finished =
-            "status IN ('done', 'failed') AND purged_at IS NULL AND COALESCE(finished_at, updated_at) < $1";
+        let finished = "status IN ('done', 'failed', 'cancelled') AND purged_at IS NULL AND COALESCE(finished_at, updated_at) < $1";
         let steps = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE task_steps SET input = 'null', output = NULL WHERE task_id IN (SELECT id FROM tasks WHERE {finished})"
         )))

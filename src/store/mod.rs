@@ -46,6 +46,7 @@ macro_rules! select_task_rows {
 }
 
 mod activity;
+mod api;
 mod audit;
 mod backup;
 mod dialect;
@@ -61,6 +62,7 @@ mod tasks;
 mod tokens;
 
 pub use activity::StepSample;
+pub use api::{AuditPage, TaskFilter};
 pub use audit::AuditFilter;
 pub use dialect::timestamp;
 pub use error::{Result, StoreError};
@@ -71,8 +73,8 @@ pub use messages::{Disposition, MessageRow, NewMessage, Nonce};
 pub use outbox::{CapScope, ClaimedDelivery, DeliveryRow, NewDelivery, OwnedDelivery};
 pub use reports::{Digest, Gauges, Overview};
 pub use suppressions::Suppression;
-pub use tokens::{KeyUse, TokenRow};
 pub use tasks::{ClaimedTask, NewStep, NewTask, StepOutcome, StepRow, TaskRow};
+pub use tokens::{KeyUse, TokenRow};
 
 /// Pool settings.
 #[derive(Debug, Clone, Copy)]

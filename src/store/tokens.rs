@@ -21,7 +21,8 @@ pub struct TokenRow {
     pub revoked_at: Option<String>,
 }
 
-const TOKEN_COLUMNS: &str = "SELECT name, scopes, created_at, expires_at, last_used_at, revoked_at FROM api_tokens";
+const TOKEN_COLUMNS: &str =
+    "SELECT name, scopes, created_at, expires_at, last_used_at, revoked_at FROM api_tokens";
 
 /// What an idempotency key said about a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,9 +89,10 @@ impl Store {
 
     /// Whether any token is active (not revoked; expiry aside): then the pages ask for one.
     pub async fn any_active_token(&self) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM api_tokens WHERE revoked_at IS NULL LIMIT 1")
-            .fetch_optional(&self.reader)
-            .await?;
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM api_tokens WHERE revoked_at IS NULL LIMIT 1")
+                .fetch_optional(&self.reader)
+                .await?;
         Ok(found.is_some())
     }
 
@@ -109,12 +111,13 @@ impl Store {
     /// Revokes the active token `name` (audited `token.revoked`); `false` when there is none.
     pub async fn revoke_token(&self, name: &str, actor: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let revoked = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
-            .bind(self.now())
-            .bind(name)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let revoked =
+            sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
+                .bind(self.now())
+                .bind(name)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         if revoked == 0 {
             self.commit(tx).await?;
             return Ok(false);
@@ -138,12 +141,13 @@ impl Store {
         .bind(self.now())
         .execute(&mut *tx)
         .await?;
-        let first: String =
-            sqlx::query_scalar("SELECT request_sha256 FROM idempotency_keys WHERE token = $1 AND idem_key = $2")
-                .bind(token)
-                .bind(key)
-                .fetch_one(&mut *tx)
-                .await?;
+        let first: String = sqlx::query_scalar(
+            "SELECT request_sha256 FROM idempotency_keys WHERE token = $1 AND idem_key = $2",
+        )
+        .bind(token)
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
         self.commit(tx).await?;
         Ok(if first == request_sha256 { KeyUse::Proceed } else { KeyUse::Reused })
     }

@@ -66,14 +66,19 @@ impl AppState {
         {
             return Ok(Some(Principal { name: "admin".into(), scopes: Scopes::ALL, admin: true }));
         }
-        let invalid = |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, why).code("invalid_token").challenge();
-        let row = self.store.token_by_hash(&token_hash(&token)).await?.ok_or_else(|| invalid("unknown token"))?;
+        let invalid =
+            |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, why).code("invalid_token").challenge();
+        let row =
+            self.store.token_by_hash(&token_hash(&token)).await?.ok_or_else(|| invalid("unknown token"))?;
         if row.revoked_at.is_some() {
             return Err(invalid("this token was revoked"));
         }
         let now = self.store.clock().now();
-        let before_now =
-            |t: &Option<String>, slack: i64| t.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| (now - t.to_utc()).num_seconds() >= slack);
+        let before_now = |t: &Option<String>, slack: i64| {
+            t.as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| (now - t.to_utc()).num_seconds() >= slack)
+        };
         if before_now(&row.expires_at, 0) == Some(true) {
             return Err(invalid("this token has expired"));
         }

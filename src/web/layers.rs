@@ -220,7 +220,10 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         let id = id.expect("x-request-id set");
         assert_eq!(id.len(), 32, "{id}");
-        assert_eq!(body, serde_json::json!({"error": "no such thing", "code": "not_found", "request_id": id}));
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "no such thing", "code": "not_found", "request_id": id})
+        );
     }
 
     #[tokio::test]

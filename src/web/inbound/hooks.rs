@@ -54,26 +54,39 @@ impl Provider for Hooks {
     }
 
     async fn convert(state: &AppState, parts: &Parts, body: Bytes) -> Result<Converted, ApiError> {
-        let inbound = &state.inbound;
         let name = name(parts);
-        let id = verify_standard(inbound.hook_verifier(name), &parts.headers, &body, state.now())?;
-        let (request, raw) = hook::message(name, id, &body, state.store.clock().now())
-            .map_err(|r| refuse(r, Self::UNACCEPTABLE))?;
-        if let Some(w) = request.workflow.as_deref().filter(|w| !inbound.workflows.iter().any(|k| k == w)) {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("unknown workflow {w:?}; known: {}", inbound.workflows.join(", ")),
-            ));
-        }
-        Ok(Converted {
-            raw,
-            source: format!("hook:{name}"),
-            key: Some(id.to_owned()),
-            workflow: request.workflow,
-            metadata: request.metadata,
-            requested: true,
-            minted_id: true,
-            ..Converted::default()
-        })
+        let id = verify_standard(state.inbound.hook_verifier(name), &parts.headers, &body, state.now())?;
+        task_request(state, name, format!("hook:{name}"), id, &body)
     }
+}
+
+/// A task request body (see [`hook::TaskRequest`]) as the message to store: `name` namespaces
+/// its Message-ID, `key` (a verified webhook-id or an API idempotency key) makes it unique in
+/// that namespace, `source` is stored with it. 422 for what can never be a task.
+pub(in crate::web) fn task_request(
+    state: &AppState,
+    name: &str,
+    source: String,
+    key: &str,
+    body: &[u8],
+) -> Result<Converted, ApiError> {
+    let inbound = &state.inbound;
+    let (request, raw) = hook::message(name, key, body, state.store.clock().now())
+        .map_err(|r| refuse(r, Hooks::UNACCEPTABLE))?;
+    if let Some(w) = request.workflow.as_deref().filter(|w| !inbound.workflows.iter().any(|k| k == w)) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("unknown workflow {w:?}; known: {}", inbound.workflows.join(", ")),
+        ));
+    }
+    Ok(Converted {
+        raw,
+        source,
+        key: Some(key.to_owned()),
+        workflow: request.workflow,
+        metadata: request.metadata,
+        requested: true,
+        minted_id: true,
+        ..Converted::default()
+    })
 }

@@ -373,7 +373,7 @@ pub(super) trait Provider: Send + Sync + 'static {
 
 /// A request turned into a message: its bytes and what the source knows about it.
 #[derive(Debug, Default)]
-pub(super) struct Converted {
+pub(in crate::web) struct Converted {
     pub raw: Vec<u8>,
     /// The source name stored with the message (`webhook:raw`, `mailgun`, `hook:crm`, ...).
     pub source: String,
@@ -475,14 +475,21 @@ pub(super) fn nonce_lifetime(tolerance: Duration) -> Duration {
     tolerance * 2 + Duration::from_secs(60)
 }
 
-/// Commits the message and answers `P::ACCEPTED` with its outcome, or `P::replayed()`.
-async fn accept<P: Provider>(state: &AppState, message: &Converted) -> Result<Response, ApiError> {
+/// Commits the message; wakes the task worker when it made a task.
+pub(super) async fn commit(state: &AppState, message: &Converted) -> Result<Outcome, ApiError> {
     let outcome =
         state.intake.accept(&message.source(), &message.raw).await.map_err(ApiError::from_failure)?;
-    let body = match &outcome {
+    if matches!(outcome, Outcome::Task { .. }) {
+        state.task_wake.notify_one();
+    }
+    Ok(outcome)
+}
+
+/// Commits the message and answers `P::ACCEPTED` with its outcome, or `P::replayed()`.
+async fn accept<P: Provider>(state: &AppState, message: &Converted) -> Result<Response, ApiError> {
+    let body = match &commit(state, message).await? {
         Outcome::Replayed => return Err(P::replayed()),
         Outcome::Task { message, task } => {
-            state.task_wake.notify_one();
             json!({"outcome": "task", "task_id": task, "message": message})
         }
         Outcome::Duplicate { message, task } => {
